@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Fails when `nbdev_clean` or `nbdev_export` would change anything: the notebooks are clean and the
+# generated package is in sync with them. Compares the working tree before and after, so it also works
+# on a developer's checkout with uncommitted changes.
+set -euo pipefail
+snap() { { git diff HEAD -- nbs trailnb; git ls-files --others --exclude-standard -- nbs trailnb | xargs -r sha1sum; } | sha1sum; }
+before=$(snap)
+nbdev_clean
+after_clean=$(snap)
+if [ "$before" != "$after_clean" ]; then
+  echo "FAIL: nbdev_clean changed notebooks; run 'make export' and commit." >&2
+  git status --short -- nbs >&2; exit 1
+fi
+nbdev_export
+after_export=$(snap)
+if [ "$before" != "$after_export" ]; then
+  echo "FAIL: nbdev_export changed trailnb/: the package had drifted from the notebooks; run 'make export' and commit." >&2
+  git status --short -- trailnb >&2; exit 1
+fi
+echo "sync-check: notebooks clean, package in sync"

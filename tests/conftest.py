@@ -1,0 +1,41 @@
+"""Shared pytest setup: offline-safe library settings, a `--runslow` switch, and the real sample data."""
+import os, tempfile
+from pathlib import Path
+import pytest
+
+# Before any test imports ultralytics/fiftyone: no network, nothing written to the home folder.
+_state = Path(tempfile.mkdtemp(prefix="trailnb-tests-"))
+os.environ.setdefault("TRAILNB_HOME", str(_state / "home"))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(_state / "fiftyone-db"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes on 2 CPU cores; runs with --runslow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sample_data():
+    "The real camera-trap sample data folder; skips the test when it is absent."
+    from trailnb.core import sample_data_dir
+    d = sample_data_dir()
+    if d is None or not (d / "camtrap31").is_dir():
+        pytest.skip("real sample data not found: set TRAILNB_SAMPLE_DATA (default ../shared/data)")
+    return d
