@@ -1,0 +1,171 @@
+"Integration tests of trailnb.data on the real camera-trap sample data (skipped when it is absent)."
+import json, shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trailnb.core import DataError, sample_data_dir, write_json
+from trailnb.data import (TorchDetectionDataset, check_data, image_size, load_coco, load_dataset, load_image,
+                          load_yolo, save_coco, save_yolo, split_by_sequence, strip_ls_prefix, validate_dataset)
+
+SQ = sample_data_dir("squirrels")
+CT = sample_data_dir("camtrap31")
+needs_sq = pytest.mark.skipif(SQ is None, reason="squirrels sample data not found (set TRAILNB_SAMPLE_DATA)")
+needs_ct = pytest.mark.skipif(CT is None, reason="camtrap31 sample data not found (set TRAILNB_SAMPLE_DATA)")
+
+
+def _by_original_name(ds):
+    return {strip_ls_prefix(r.path.name): r for r in ds}
+
+
+@needs_sq
+def test_label_studio_export_reads_14_boxes():
+    ds = load_coco(SQ / "label_studio_export/result.json", images=SQ / "label_studio_export")
+    assert (len(ds), ds.num_boxes, ds.classes) == (14, 14, ["animal"])
+    assert not ds.problems and all(r.path.is_file() and r.labels.tolist() == [0] for r in ds)
+    assert all(r.file_name.startswith("images/") for r in ds)
+
+
+@needs_sq
+def test_yolo_layout_gives_identical_boxes():
+    ls = _by_original_name(load_coco(SQ / "label_studio_export/result.json", images=SQ / "label_studio_export"))
+    yo = load_yolo(SQ / "data.yaml")
+    assert len(yo) == 14 and sorted({r.meta["split"] for r in yo}) == ["train", "val"]
+    assert yo.classes == ["animal", "person", "vehicle"]
+    for r in yo:
+        other = ls[r.path.name]
+        assert (r.width, r.height) == (other.width, other.height) == (640, 640)
+        np.testing.assert_allclose(r.boxes, other.boxes, atol=1e-3)
+        assert r.labels.tolist() == other.labels.tolist() == [0]
+
+
+@needs_ct
+def test_camtrap31_reads_at_native_sizes():
+    ds = load_coco(CT / "coco_md_pseudo_gt.json", images=CT / "images")
+    assert (len(ds), ds.num_boxes) == (31, 30)
+    assert all((r.width, r.height) == image_size(r.path) for r in ds)
+    assert max(r.width for r in ds) == 5152
+    clean, rep = validate_dataset(ds)
+    assert rep.ok, str(rep)
+    assert (len(clean), clean.num_boxes) == (31, 30)
+
+
+@needs_sq
+def test_label_studio_names_resolve_against_other_roots(tmp_path):
+    "Upload paths, local-files URLs and Windows paths find the originals by path tail, then by name without the hash."
+    d = json.loads((SQ / "label_studio_export/result.json").read_text())
+    styles = [lambda n: f"/data/upload/7/{n}", lambda n: f"/data/local-files/?d=squirrels%2Fimages%2F{n}",
+              lambda n: "C:\\Users\\me\\exports\\images\\" + n]
+    for k, im in enumerate(d["images"]):
+        im["file_name"] = styles[k % 3](Path(im["file_name"]).name)
+    write_json(tmp_path / "ls.json", d)
+    ds = load_coco(tmp_path / "ls.json", images=[SQ / "images/train", SQ / "images/val"])
+    assert not ds.problems and len(ds) == 14
+    assert all(r.path.is_file() and r.path.parent.parent == SQ / "images" for r in ds)  # the YOLO originals
+    ref = _by_original_name(load_coco(SQ / "label_studio_export/result.json", images=SQ / "label_studio_export"))
+    for r in ds:
+        np.testing.assert_array_equal(r.boxes, ref[r.path.name].boxes)
+
+
+@needs_sq
+def test_round_trips_through_coco_and_yolo(tmp_path):
+    ds = load_coco(SQ / "label_studio_export/result.json", images=SQ / "label_studio_export")
+    back = load_coco(save_coco(ds, tmp_path / "copy.json"))
+    assert back.classes == ds.classes
+    for a, b in zip(ds, back):
+        assert (a.path, a.file_name, a.image_id, a.width, a.height) == (b.path, b.file_name, b.image_id, b.width, b.height)
+        np.testing.assert_array_equal(a.boxes, b.boxes); np.testing.assert_array_equal(a.labels, b.labels)
+    tr, va = ds.subset(range(10)), ds.subset(range(10, 14))
+    yo = load_yolo(save_yolo(ds, tmp_path / "yolo", {"train": tr, "val": va}))
+    assert yo.classes == ds.classes and len(yo) == 14
+    ref = _by_original_name(ds)
+    for r in yo:
+        np.testing.assert_allclose(r.boxes, ref[strip_ls_prefix(r.path.name)].boxes, atol=1e-3)
+    # the originals are untouched: the YOLO images are links (or copies), never moves
+    assert all(r.path.is_file() for r in ds)
+
+
+def _bad_dataset(tmp_path, src_jpg: Path):
+    "A COCO dataset with one of each problem a user can cause, built from a real JPEG."
+    root = tmp_path / "imgs"; (root / "camA").mkdir(parents=True); (root / "camB").mkdir()
+    data = src_jpg.read_bytes(); w, h = Image.open(src_jpg).size
+    for f in ["ok.jpg", "dup.jpg", "wrongsize.jpg", "camA/same.jpg", "camB/same.jpg", "boxes.jpg"]:
+        (root / f).write_bytes(data)
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "zero.jpg").write_bytes(b"")
+    names = ["ok.jpg", "truncated.jpg", "zero.jpg", "dropped.jpg", "wrongsize.jpg", "same.jpg", "boxes.jpg", "dup.jpg"]
+    images = [{"id": i + 1, "file_name": n, "width": w, "height": h} for i, n in enumerate(names)]
+    images[4]["width"] = w * 2
+    images[7]["id"] = 1  # duplicate image id
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50]},
+            {"id": 2, "image_id": 1, "category_id": 42, "bbox": [10, 10, 50, 50]},                # unknown category
+            {"id": 3, "image_id": 7, "category_id": 1, "bbox": [w - 20, 10, 60, 30]},           # outside: clamped
+            {"id": 4, "image_id": 7, "category_id": 1, "bbox": [30, 30, -5, 20]},               # negative width
+            {"id": 5, "image_id": 7, "category_id": 1, "bbox": [w + 10, 10, 20, 20]},           # wholly outside
+            {"id": 6, "image_id": 7, "category_id": 1, "bbox": ["a", 1, 2]}]                    # not a box
+    write_json(tmp_path / "bad.json", {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "animal"}]})
+    return tmp_path / "bad.json", root
+
+
+@needs_sq
+def test_every_bad_input_is_named_in_the_report(tmp_path):
+    src = next((SQ / "images/train").glob("*.jpg"))
+    js, root = _bad_dataset(tmp_path, src)
+    rep = check_data(js, images=root)
+    found = {(p.kind, p.file) for p in rep.problems}
+    expected = {("truncated_image", "truncated.jpg"), ("zero_byte_image", "zero.jpg"), ("missing_image", "dropped.jpg"),
+                ("size_mismatch", "wrongsize.jpg"), ("ambiguous_file_name", "same.jpg"), ("box_outside", "boxes.jpg"),
+                ("degenerate_box", "boxes.jpg"), ("bad_box", "boxes.jpg"), ("unknown_category", "ok.jpg"),
+                ("duplicate_image_id", "dup.jpg")}
+    assert expected <= found, found
+    assert sum(p.kind == "degenerate_box" for p in rep.problems) == 2
+    text = str(rep)
+    for kind, f in expected: assert kind in text and f in text
+    assert "annotation id 4" in text and "annotation id 42" not in text
+    md = rep._repr_markdown_()
+    assert md.count("\n| ") >= len(rep.problems) and "| kind | file | where | detail | action |" in md
+
+    clean, _ = validate_dataset(js, images=root)
+    assert sorted(r.file_name for r in clean) == ["boxes.jpg", "ok.jpg", "wrongsize.jpg"]
+    boxes = {r.file_name: r for r in clean}["boxes.jpg"]
+    assert len(boxes.boxes) == 1 and boxes.boxes[0, 2] == boxes.width  # the one box left, clamped to the image
+    assert {r.file_name: r for r in clean}["wrongsize.jpg"].width == Image.open(src).size[0]
+
+    with pytest.raises(DataError) as e:
+        check_data(js, images=root, strict=True)
+    msg = str(e.value)
+    assert f"{len(rep.problems)} problem(s)" in msg and all(f in msg for _, f in expected)
+
+
+@needs_ct
+def test_torch_dataset_on_full_size_photos():
+    ds = load_coco(CT / "coco_md_pseudo_gt.json", images=CT / "images")
+    big = max(range(len(ds)), key=lambda i: ds[i].width * (len(ds[i].boxes) > 0))
+    tds = TorchDetectionDataset(ds, max_dim=512)
+    img, tgt = tds[big]
+    r = ds[big]
+    assert max(img.shape[-2:]) == 512 and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
+    assert tgt["orig_size"].tolist() == [r.height, r.width]
+    np.testing.assert_allclose(tgt["boxes"].numpy(), r.boxes * (512 / max(r.width, r.height)), rtol=1e-5)
+    im, s = load_image(r.path, 512)
+    assert im.size == (img.shape[-1], img.shape[-2]) and abs(s - tgt["scale"]) < 1e-9
+
+
+@needs_ct
+def test_sequence_split_uses_exif_times():
+    ds = load_coco(CT / "coco_md_pseudo_gt.json", images=CT / "images")
+    tr, va = split_by_sequence(ds, val_frac=0.3, seed=0)
+    assert len(tr) + len(va) == 31 and 5 <= len(va) <= 15
+    assert not {r.file_name for r in tr} & {r.file_name for r in va}
+    assert [r.file_name for r in split_by_sequence(ds, 0.3, seed=0)[1]] == [r.file_name for r in va]
+
+
+@needs_sq
+def test_load_dataset_detects_formats():
+    assert len(load_dataset(SQ)) == 14  # folder with data.yaml: YOLO
+    assert load_dataset(SQ / "label_studio_export").classes == ["animal"]  # folder with one JSON: COCO
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(SQ / "no_such_thing")
