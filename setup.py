@@ -1,7 +1,7 @@
 """setup.py for trailnb (nbdev 2 layout): metadata and dependencies come from settings.ini."""
 
 from configparser import ConfigParser
-import setuptools, shlex
+import glob, setuptools, shlex
 config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
 cfg = config['DEFAULT']
@@ -25,6 +25,8 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['trailnb', 'trailnb.*']),
     include_package_data=True,
+    # the papermill workflow notebooks, for `trailnb run` from an installed package
+    data_files=[('share/trailnb/workflows', sorted(glob.glob('nbs/workflows/*.ipynb')))],
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -5,12 +5,12 @@ import pytest
 
 # Before any test imports ultralytics/fiftyone: no network, nothing written to the home folder.
 _state = Path(tempfile.mkdtemp(prefix="trailnb-tests-"))
-os.environ.setdefault("TRAILNB_HOME", str(_state / "home"))
+os.environ["TRAILNB_HOME"] = str(_state / "home")  # never a developer's own state
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(_state / "fiftyone-db"))
+os.environ["FIFTYONE_DATABASE_DIR"] = str(_state / "fiftyone-db")  # a fresh database, never a real one
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

@@ -1,0 +1,183 @@
+"""Batch inference end to end: MegaDetector's own validator and FiftyOne accept our results, bad files are
+failures, a SIGKILLed run resumes to the same results, sorting never loses or duplicates files, videos."""
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import numpy as np
+import pytest
+from PIL import Image
+
+ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    "A tiny from-scratch detector saved as a trailnb checkpoint (its detections are noise, which is fine here)."
+    from trailnb.core import seed_everything
+    from trailnb.models import build_detector
+    seed_everything(0)
+    p = tmp_path_factory.mktemp("model") / "tiny.pt"
+    build_detector(ARCH, ["animal", "person", "vehicle"], weights=None, max_dim=160, device="cpu").save(p)
+    return p
+
+
+def _images(folder, names, size=(128, 96)):
+    for i, n in enumerate(names):
+        p = Path(folder) / n; p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.RandomState(i).randint(0, 255, (size[1], size[0], 3), np.uint8)).save(p, quality=90)
+
+
+def _md_core(path):
+    d = json.loads(Path(path).read_text())
+    return d["detection_categories"], d["images"]
+
+
+def test_camtrap_md_json_valid_and_loads_in_fiftyone(sample_data, tiny_model, tmp_path):
+    pytest.importorskip("megadetector", reason="install megadetector-utils (--no-deps) + jsonpickle for its validator")
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+    from trailnb.infer import run_inference
+    from trailnb.results import read_results
+    imgs = sample_data / "camtrap31" / "images"
+    s = run_inference(model=str(tiny_model), input=str(imgs), out=str(tmp_path / "out"), max_dim=160,
+                      score_thresh=0.0, workers=2, batch_size=4, device="cpu")
+    assert s.images == 31 and not s.failures
+    v = validate_batch_results(str(s.outputs["md"]))["validation_results"]
+    assert v["errors"] == [], v
+    assert v["warnings"] == [], v
+    classes, dets, info = read_results(s.outputs["md"])
+    assert classes == ["animal", "person", "vehicle"] and len(dets) == 31
+    # the sizes we store are the true (EXIF-oriented) image sizes
+    from trailnb.results import image_size
+    f0 = sorted(dets)[0]
+    assert tuple(info["image_sizes"][f0]) == image_size(imgs / f0)
+
+    import fiftyone as fo
+    # FiftyOne's own COCO importer reads our COCO results file (scores become confidences)
+    ds = fo.Dataset.from_dir(dataset_type=fo.types.COCODetectionDataset, data_path=str(imgs),
+                             labels_path=str(s.outputs["coco"]), label_types="detections", label_field="pred")
+    try:
+        assert len(ds) == 31
+        n_coco = ds.count("pred.detections")
+        assert n_coco == sum(len(d) for d in dets.values())
+        # and the MegaDetector file maps onto FiftyOne's relative [x, y, w, h] boxes directly
+        md = json.loads(s.outputs["md"].read_text())
+        cats = md["detection_categories"]
+        ds2 = fo.Dataset()
+        ds2.add_samples([fo.Sample(filepath=str(imgs / im["file"]), md=fo.Detections(detections=[
+            fo.Detection(label=cats[d["category"]], bounding_box=d["bbox"], confidence=d["conf"])
+            for d in im["detections"]])) for im in md["images"]])
+        assert len(ds2) == 31 and ds2.count("md.detections") == n_coco
+        ds2.delete()
+    finally:
+        ds.delete()
+
+
+def test_bad_files_are_failures(tiny_model, tmp_path):
+    from trailnb.infer import run_inference
+    from trailnb.results import read_results
+    src = tmp_path / "in"
+    _images(src, ["cam1/ok.jpg", "cam1/ok2.png"])
+    (src / "cam1/zero.jpg").write_bytes(b"")
+    (src / "cam1/text.jpg").write_text("this is not a JPEG")
+    (src / "cam1/trunc.jpg").write_bytes((src / "cam1/ok.jpg").read_bytes()[:700])
+    s = run_inference(model=str(tiny_model), input=str(src), out=str(tmp_path / "out"), workers=2, batch_size=2)
+    fails = dict(s.failures)
+    assert sorted(fails) == ["cam1/text.jpg", "cam1/trunc.jpg", "cam1/zero.jpg"]
+    assert "0 bytes" in fails["cam1/zero.jpg"] and "truncated" in fails["cam1/trunc.jpg"].lower()
+    assert s.images == 2
+    _, dets, info = read_results(s.outputs["md"])
+    assert sorted(dets) == ["cam1/ok.jpg", "cam1/ok2.png"] and sorted(info["failures"]) == sorted(fails)
+    rows = s.outputs["csv"].read_text().splitlines()
+    assert sum("0 bytes" in r for r in rows) == 1
+
+
+_SLOW_RUN = textwrap.dedent("""
+    import sys, time
+    import trailnb.models as M
+    _orig = M.load_detector
+    def _slow(*a, **k):
+        d = _orig(*a, **k); f = d.predict_tensors
+        def g(*a, **k):
+            time.sleep(0.5); return f(*a, **k)
+        d.predict_tensors = g
+        return d
+    M.load_detector = _slow
+    from trailnb.infer import run_inference
+    run_inference(model=sys.argv[1], input=sys.argv[2], out=sys.argv[3], batch_size=1, workers=1,
+                  checkpoint_every=2, device="cpu", resume=True)
+""")
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny_model, tmp_path):
+    from trailnb.infer import run_inference
+    src = tmp_path / "in"
+    _images(src, [f"cam{i % 3}/img{i:02d}.jpg" for i in range(12)])
+    kw = dict(model=str(tiny_model), input=str(src), batch_size=1, workers=1, device="cpu")
+    ref = run_inference(out=str(tmp_path / "ref"), **kw)
+
+    out = tmp_path / "killed"; script = tmp_path / "slow_run.py"; script.write_text(_SLOW_RUN)
+    p = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(src), str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = out / "checkpoint.json"
+    t0 = time.time()
+    while not ck.exists() and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)
+    time.sleep(0.6)
+    assert p.poll() is None, "the slowed-down run finished before it could be killed"
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    done = len(json.loads(ck.read_text())["results"])
+    assert 2 <= done < 12
+    assert not (out / "results_md.json").exists()
+
+    s = run_inference(out=str(out), resume=True, **kw)
+    assert s.resumed_from == done and s.images == 12
+    assert _md_core(s.outputs["md"]) == _md_core(ref.outputs["md"])
+    assert s.outputs["csv"].read_bytes() == ref.outputs["csv"].read_bytes()
+    coco, coco_ref = (json.loads(x.outputs["coco"].read_text()) for x in (s, ref))
+    assert coco["images"] == coco_ref["images"] and coco["annotations"] == coco_ref["annotations"]
+    assert not ck.exists()
+
+
+@pytest.mark.parametrize("mode", ["copy", "hardlink", "symlink"])
+def test_sort_twice_with_duplicate_names(tiny_model, tmp_path, mode):
+    from trailnb.infer import run_inference
+    src = tmp_path / "in"
+    names = ["cam1/a.jpg", "cam2/a.jpg", "cam2/deep/a.jpg", "cam3/b.jpg"]
+    _images(src, names)
+    before = {n: (src / n).read_bytes() for n in names}
+    kw = dict(model=str(tiny_model), input=str(src), out=str(tmp_path / "out"), sort=mode, sort_thresh=0.0,
+              workers=0, device="cpu", draw=mode == "copy")
+    s1 = run_inference(**kw)
+    placed = sum(s1.sort_report.placed.values())
+
+    def tree():
+        return sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg"))
+    t1 = tree()
+    # every image is in empty/ or in each class folder it was detected as, under its own relative path
+    for n in names:
+        hits = [t for t in t1 if t.endswith("/" + n) and not t.startswith("drawn/")]
+        assert hits and all(h.count(n) == 1 for h in hits)
+    s2 = run_inference(**kw)
+    assert sum(s2.sort_report.placed.values()) == 0 and not s2.sort_report.conflicts
+    assert s2.sort_report.skipped == placed + s1.sort_report.drawn
+    assert tree() == t1
+    assert {n: (src / n).read_bytes() for n in names} == before  # originals untouched
+    assert placed == len([t for t in t1 if not t.startswith("drawn/")])
+
+
+def test_video_frames(tiny_model, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+    from trailnb.infer import run_inference
+    src = tmp_path / "in"; src.mkdir()
+    w = cv2.VideoWriter(str(src / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+    for i in range(30): w.write(np.random.RandomState(i).randint(0, 255, (96, 128, 3), np.uint8))
+    w.release()
+    _images(src, ["still.jpg"])
+    s = run_inference(model=str(tiny_model), input=str(src), out=str(tmp_path / "out"), video_every_s=1.0,
+                      workers=1, device="cpu")
+    assert s.images == 4 and not s.failures  # 3 frames (0, 1, 2 s) + 1 image
+    md = json.loads(s.outputs["md"].read_text())
+    vid = next(im for im in md["images"] if im["file"] == "clip.mp4")
+    assert vid["frames_processed"] == [0, 10, 20] and vid["frame_rate"] == 10.0
+    assert validate_batch_results(md)["validation_results"]["errors"] == []
+    rows = [r.split(",") for r in s.outputs["csv"].read_text().splitlines()[1:]]
+    assert {r[-2] for r in rows if r[0].startswith("clip.mp4/")} == {"0.000", "1.000", "2.000"}

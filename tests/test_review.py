@@ -1,0 +1,213 @@
+"""FiftyOne review on real camera-trap data: the dataset, FP/FN views against our own counts, the App served
+headless, and the tag -> COCO export -> load_coco round trip.
+
+The FiftyOne database lives in the per-session temporary folder that conftest.py sets before anything imports
+fiftyone; dataset names are unique and not persistent, and each test deletes what it made.
+"""
+import hashlib, time, urllib.error, urllib.request, uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trailnb.data import load_coco
+from trailnb.evaluate import precision_recall_f1
+from trailnb.results import read_results
+from trailnb.review import (ReviewError, align, evaluate_fiftyone, export_corrections, false_negatives, false_positives,
+                            from_relative_boxes, launch, load_review, match_dataset, most_errors, review_views,
+                            save_review_views, to_fiftyone)
+
+fo = pytest.importorskip("fiftyone")
+from fiftyone import ViewField as F  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def camtrap(sample_data):
+    "camtrap31: MegaDetector pseudo ground truth (COCO) and MegaDetector's own results (MD JSON) as predictions."
+    d = sample_data / "camtrap31"
+    gt = load_coco(d / "coco_md_pseudo_gt.json", images=d / "images")
+    classes, preds, _ = read_results(d / "megadetector_v5_results.json", image_root=d / "images")
+    assert classes == gt.classes == ["animal", "person", "vehicle"]
+    return d, gt, preds
+
+
+def _new(gt, preds, **kw):
+    return to_fiftyone(gt, preds, name=f"trailnb-test-{uuid.uuid4().hex[:8]}", persistent=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def review(camtrap):
+    _, gt, preds = camtrap
+    ds = _new(gt, preds)
+    yield ds
+    ds.delete()
+
+
+def test_dataset_holds_gt_predictions_and_metadata(camtrap, review):
+    _, gt, preds = camtrap
+    assert len(review) == len(gt) == 31
+    assert review.count("ground_truth.detections") == gt.num_boxes == 30
+    assert review.count("predictions.detections") == sum(len(p) for p in preds.values()) == 79
+    boxes = np.array([d.bounding_box for ds in review.values("predictions.detections") for d in ds])
+    assert boxes.shape == (79, 4) and boxes.min() >= 0 and (boxes[:, :2] + boxes[:, 2:]).max() <= 1 + 1e-9
+    by_name = gt.index_by_file_name()
+    for s in review.iter_samples():                   # relative boxes map back to the same pixel boxes
+        r = gt.images[by_name[s.file_name]]
+        assert (s.metadata.width, s.metadata.height) == (r.width, r.height)
+        back = from_relative_boxes([d.bounding_box for d in s.ground_truth.detections], r.width, r.height)
+        np.testing.assert_allclose(back, r.boxes, atol=0.05)
+        assert [d.label for d in s.ground_truth.detections] == [gt.classes[l] for l in r.labels]
+    assert review.count("datetime") >= 20             # most camtrap31 images carry an EXIF capture time
+    assert review.distinct("folder") == ["."]         # all in one folder
+    assert set(review.info["trailnb_classes"]) == {"animal", "person", "vehicle"}
+
+
+def test_existing_name_is_an_error_unless_overwrite(camtrap, review):
+    _, gt, preds = camtrap
+    with pytest.raises(ReviewError, match="load_review"):
+        to_fiftyone(gt, preds, name=review.name)
+    assert load_review(review.name).count() == 31
+    with pytest.raises(ReviewError, match="No FiftyOne dataset named"):
+        load_review("trailnb-test-no-such-dataset")
+
+
+@pytest.mark.parametrize("thresh,iou", [(0.5, 0.5), (0.2, 0.5), (0.05, 0.5), (0.1, 0.75)])
+def test_fp_fn_views_match_our_counts(camtrap, review, thresh, iou):
+    _, gt, preds = camtrap
+    evaluate_fiftyone(review, iou=iou, score_thresh=thresh, eval_key="eval")
+    ours = precision_recall_f1(gt, align(gt, preds), score_thresh=thresh, iou_thresh=iou)["all"]
+    assert len(false_positives(review)) == review.sum("eval_fp") == ours["fp"]
+    assert len(false_negatives(review)) == review.sum("eval_fn") == ours["fn"]
+    assert review.sum("eval_tp") == ours["tp"]
+    M = match_dataset(gt, preds, iou)                 # matched once, counted at the threshold: the same
+    assert (M.at(thresh).tp, M.at(thresh).fp, M.at(thresh).fn) == (ours["tp"], ours["fp"], ours["fn"])
+    # image by image, too
+    keep = M.score >= thresh
+    for i, r in enumerate(gt.images):
+        s = review.match(F("file_name") == r.file_name).first()
+        on = keep & (M.image == i)
+        assert s.eval_fp == int((on & (M.gt < 0)).sum()), r.file_name
+    conf = np.array(false_positives(review).values("predictions.confidence"))
+    assert (np.diff(conf) <= 0).all() and (conf >= thresh).all()
+
+
+def test_counts_follow_from_how_the_pseudo_gt_was_made(camtrap, review, sample_data):
+    "The pseudo GT is MegaDetector's own output at conf >= 0.2: at 0.2 nothing is wrong, above it only misses."
+    from trailnb.core import read_json
+    gt_conf = np.array([a["md_conf"] for a in read_json(sample_data / "camtrap31/coco_md_pseudo_gt.json")["annotations"]])
+    evaluate_fiftyone(review, iou=0.5, score_thresh=0.2, eval_key="at02")
+    assert (review.sum("at02_fp"), review.sum("at02_fn")) == (0, 0)
+    evaluate_fiftyone(review, iou=0.5, score_thresh=0.5, eval_key="at05")
+    assert review.sum("at05_fp") == 0 and review.sum("at05_fn") == int((gt_conf < 0.5).sum()) > 0
+    errs = most_errors(review, "at05").values(F("at05_fp") + F("at05_fn"))
+    assert errs == sorted(errs, reverse=True) and min(errs) > 0
+
+
+def test_review_views_are_saved_for_the_app(review):
+    evaluate_fiftyone(review, score_thresh=0.1)
+    names = save_review_views(review)
+    assert {"false_positives", "false_negatives", "most_errors", "class-animal", "folder-root", "patches"} <= set(names)
+    assert set(review.list_saved_views()) >= set(names)
+    views = review_views(review)
+    assert len(views["patches"]) == 79
+    assert len(views["folder-root"]) == 31
+    assert views["class-animal"].count("ground_truth.detections") == review.count_values(
+        "ground_truth.detections.label")["animal"]
+    save_review_views(review)                          # saving again replaces, does not fail
+
+
+def _get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status
+
+
+def test_app_serves_headless_and_closes(review):
+    t0 = time.monotonic()
+    session = launch(false_positives(review) if "eval" in review.list_evaluations() else review,
+                     port=None, remote=True, wait_s=90)
+    try:
+        port = session.server_port
+        assert session.url.startswith("http://") and str(port) in session.url
+        assert _get(f"http://127.0.0.1:{port}/") == 200
+        assert time.monotonic() - t0 < 120             # launch returned without waiting for a browser
+    finally:
+        session.close()
+    deadline = time.monotonic() + 60                   # the server stops once its last session is closed
+    while time.monotonic() < deadline:
+        try: _get(f"http://127.0.0.1:{port}/", timeout=2)
+        except (urllib.error.URLError, ConnectionError, OSError): break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the App on port {port} still answers 60 s after session.close()")
+
+
+def _sha(p): return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+def test_tags_export_and_reread_change_exactly_the_tagged_labels(camtrap, tmp_path):
+    d, gt, preds = camtrap
+    before = _sha(d / "coco_md_pseudo_gt.json")
+    ds = _new(gt, preds)
+    try:
+        # pick labels the way a reviewer would, from the error views at 0.1
+        evaluate_fiftyone(ds, score_thresh=0.1)
+        fp = false_positives(ds).first()                          # most confident FP: really an animal
+        ds.select_labels(ids=[fp.predictions.id]).tag_labels("fp_real", label_fields="predictions")
+        others = ds.exclude([fp.sample_id])                       # each edit on its own image
+        multi = others.match(F("ground_truth.detections").length() >= 2).sort_by("file_name")
+        s_rel, s_rm = multi.first(), multi.skip(1).first()
+        relabel = s_rel.ground_truth.detections[0]
+        ds.select_labels(ids=[relabel.id]).tag_labels(["wrong_class", "class:person"], label_fields="ground_truth")
+        drop = s_rm.ground_truth.detections[-1]
+        ds.select_labels(ids=[drop.id]).tag_labels("remove", label_fields="ground_truth")
+        left = others.match(F("ground_truth.detections").length() == 1).sort_by("file_name").first()
+        ds.select(left.id).tag_samples("missing_label")
+        ds.select_labels(ids=[fp.predictions.id]).tag_labels("looks odd", label_fields="predictions")  # a note: ignored
+
+        out = tmp_path / "reviewed" / "corrections.json"
+        summ = export_corrections(ds, out)
+        assert (len(summ.added), len(summ.relabelled), len(summ.removed), summ.left_out) == (1, 1, 1, [left.file_name])
+        assert summ.problems == []
+        assert (tmp_path / "reviewed" / "corrections.review.json").is_file()
+        with pytest.raises(ReviewError, match="overwrite=True"):
+            export_corrections(ds, out)
+    finally:
+        ds.delete()
+
+    new = load_coco(out)                                          # finds the images through the stored root
+    assert not new.problems and new.classes == gt.classes
+    old_by, new_by = gt.index_by_file_name(), new.index_by_file_name()
+    assert set(old_by) - set(new_by) == {left.file_name} and len(new) == len(gt) - 1
+    fp_file = fp.file_name
+    w, h = fp.metadata.width, fp.metadata.height
+    fp_box = from_relative_boxes([fp.predictions.bounding_box], w, h)[0]
+    changed = set()
+    for fn, i in new_by.items():
+        a, b = gt.images[old_by[fn]], new.images[i]
+        same = len(a.boxes) == len(b.boxes) and np.allclose(a.boxes, b.boxes, atol=0.05) and (a.labels == b.labels).all()
+        if not same: changed.add(fn)
+    assert changed == {fp_file, s_rel.file_name, s_rm.file_name}   # nothing else moved
+    r = new.images[new_by[fp_file]]; o = gt.images[old_by[fp_file]]
+    assert len(r.boxes) == len(o.boxes) + 1 and np.allclose(r.boxes[-1], fp_box, atol=0.05)
+    assert gt.classes[r.labels[-1]] == fp.predictions.label
+    r = new.images[new_by[s_rel.file_name]]; o = gt.images[old_by[s_rel.file_name]]
+    assert r.labels.tolist() == [gt.classes.index("person")] + o.labels[1:].tolist()
+    r = new.images[new_by[s_rm.file_name]]; o = gt.images[old_by[s_rm.file_name]]
+    np.testing.assert_allclose(r.boxes, o.boxes[:-1], atol=0.05)
+    assert _sha(d / "coco_md_pseudo_gt.json") == before           # the original annotations are untouched
+
+
+def test_run_review_from_files(camtrap):
+    "What `trailnb review` does: dataset file + results file -> evaluated FiftyOne dataset with saved views."
+    from trailnb.review import run_review
+    d, gt, preds = camtrap
+    name = f"trailnb-test-{uuid.uuid4().hex[:8]}"
+    run = run_review(data=str(d / "coco_md_pseudo_gt.json"), images=str(d / "images"),
+                     predictions=str(d / "megadetector_v5_results.json"), name=name, score_thresh=0.05)
+    try:
+        ref = match_dataset(gt, preds).at(0.05)
+        assert (run.counts.tp, run.counts.fp, run.counts.fn) == (ref.tp, ref.fp, ref.fn)
+        assert run.counts.fp > 0 and run.session is None
+        assert "false_positives" in run.views and load_review(name).persistent
+    finally:
+        run.dataset.delete()

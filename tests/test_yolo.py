@@ -1,0 +1,106 @@
+"""YOLO through Ultralytics: no network, nothing in the home folder, one call for both families, and the
+squirrel frames evaluated by trailnb (pycocotools) and by Ultralytics' own val."""
+import json, os, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+
+# Runs in a fresh interpreter so that Ultralytics is imported for the first time *after* the socket
+# functions are replaced: every network attempt (DNS lookup or connect) is recorded and refused.
+_NO_NET = textwrap.dedent("""
+    import json, os, socket, sys
+    from pathlib import Path
+    attempts = []
+    def refuse(what):
+        def f(*a, **k):
+            attempts.append(f"{what}{a[1:3] if what == 'connect' else a[:2]}")
+            raise OSError(f"network access attempted in a no-network test: {what}")
+        return f
+    socket.getaddrinfo = refuse("getaddrinfo"); socket.gethostbyname = refuse("gethostbyname")
+    socket.create_connection = refuse("create_connection")
+    socket.socket.connect = refuse("connect"); socket.socket.connect_ex = refuse("connect_ex")
+    out = Path(sys.argv[1])
+    try:
+        import trailnb.yolo as ty
+        from trailnb.data import load_dataset, make_synthetic_dataset, split_by_sequence
+        from trailnb.models import load_detector
+        ds = load_dataset(make_synthetic_dataset(out / "syn", n=10, size=(128, 96), seed=1))
+        tr, va = split_by_sequence(ds, val_frac=0.3)
+        from trailnb.train import TrainConfig
+        cfg = TrainConfig(arch="yolo11n", epochs=1, batch_size=4, max_dim=96, device="cpu", workers=0)
+        det, hist, mets = ty.train_yolo_on(tr, va, cfg, out / "ours" / "r", workers=0)   # plots on: fonts!
+        det2 = load_detector(out / "ours" / "r" / "best.pt", device="cpu")
+        n = sum(len(d) for d in det2.predict([r.path for r in va.images], score_thresh=0.0))
+        ty.ultralytics_val(det2, va)
+    finally:
+        (out / "attempts.json").write_text(json.dumps(attempts))
+    print("PREDICTED", n)
+""")
+
+
+def test_no_network_and_nothing_in_home(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}  # trailnb must set them itself
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
+               MPLCONFIGDIR=str(tmp_path / "mpl"),  # matplotlib's own font cache is not under test here
+               TRAILNB_HOME=str(tmp_path / "trailnb_home"), MPLBACKEND="Agg")
+    (tmp_path / "home").mkdir()
+    p = subprocess.run([sys.executable, "-c", _NO_NET, str(tmp_path)], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "PREDICTED" in p.stdout
+    assert json.loads((tmp_path / "attempts.json").read_text()) == []
+    assert list((tmp_path / "home").rglob("*")) == []  # Ultralytics wrote nothing to the home folder
+    ud = tmp_path / "trailnb_home" / "ultralytics" / "Ultralytics"
+    assert (ud / "settings.json").is_file() and (ud / "Arial.ttf").is_file()
+    assert not (tmp_path / "runs").exists()  # its run folder is ours, not ./runs
+
+
+@pytest.fixture(scope="module")
+def synthetic_coco(tmp_path_factory):
+    from trailnb.data import make_synthetic_dataset
+    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n=10, size=(128, 96), seed=2)
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn_mobilenet_v3_large_320_fpn", "yolo11n"])
+def test_one_call_trains_either_family(arch, synthetic_coco, tmp_path):
+    from trailnb.core import Detections
+    from trailnb.models import load_detector
+    from trailnb.train import train
+    res = train(data=str(synthetic_coco), arch=arch, epochs=1, batch_size=4, max_dim=96, device="cpu", workers=0,
+                out=str(tmp_path), name="run", progress=False)
+    assert res.run_dir == tmp_path / "run" and len(res.history) == 1
+    det = load_detector(res.run_dir / "best.pt", device="cpu")
+    assert det.arch == arch and det.classes == res.detector.classes
+    from trailnb.data import load_dataset
+    rec = load_dataset(synthetic_coco)[0]
+    d = det.predict(rec.path, score_thresh=0.0)
+    assert isinstance(d, Detections) and (d.labels < len(det.classes)).all()
+    assert len(d) == 0 or (d.boxes[:, 2].max() <= rec.width + 0.5 and d.boxes[:, 3].max() <= rec.height + 0.5)
+
+
+def test_unsupported_setting_is_an_error_before_any_work(synthetic_coco, tmp_path):
+    from trailnb.core import ConfigError
+    from trailnb.train import train
+    with pytest.raises(ConfigError, match="balanced=True"):
+        train(data=str(synthetic_coco), arch="yolo11n", balanced=True, out=str(tmp_path), name="x")
+    assert not (tmp_path / "x").exists()
+
+
+def _squirrel_splits(sq):
+    from trailnb.data import load_yolo
+    ds = load_yolo(sq / "data.yaml")
+    return {s: ds.subset([i for i, r in enumerate(ds) if r.meta["split"] == s]) for s in ("train", "val")}
+
+
+def test_squirrels_evaluated_by_trailnb_and_ultralytics(sample_data, tmp_path):
+    import trailnb.yolo as ty
+    from trailnb.train import train
+    res = train(data=str(sample_data / "squirrels" / "data.yaml"), split="given", arch="yolo11n", epochs=2,
+                max_dim=160, device="cpu", workers=0, out=str(tmp_path), name="sq", progress=False)
+    val = _squirrel_splits(sample_data / "squirrels")["val"]
+    assert len(val) == 4  # the file's own split is kept, not re-drawn
+    rows = ty.compare_with_ultralytics(res.detector, val)
+    assert [r["metric"] for r in rows] == ["AP", "AP50", "AP75"]
+    for r in rows: assert 0.0 <= r["trailnb"] <= 1.0 and 0.0 <= r["ultralytics"] <= 1.0
+    table = ty.format_comparison(rows)
+    assert "trailnb (pycocotools)" in table and "Ultralytics val" in table
+    assert "ultralytics" in res.metrics and "AP" in res.metrics  # both recorded in the checkpoint's metrics
