@@ -1,6 +1,6 @@
 """Learning works: train a detector from scratch on the 14 real squirrel frames and report train-set AP50.
 
-    .venv/bin/python benchmarks/learn_squirrels.py [--arch fasterrcnn_resnet18] [--max-dim 384] [--epochs 40]
+    .venv/bin/python benchmarks/learn_squirrels.py [--arch fasterrcnn_resnet18] [--max-dim 320] [--epochs 40]
 
 Trains on all 14 frames (`squirrels/data.yaml`, both splits, split=none) and evaluates on the same frames:
 the point is that the loop, the targets and the box conventions let a model fit real data (goal AP50 >= 0.9),
@@ -13,7 +13,7 @@ from trailnb.core import sample_data_dir
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="fasterrcnn_resnet18")
-    p.add_argument("--max-dim", type=int, default=384)
+    p.add_argument("--max-dim", type=int, default=320)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--batch-size", type=int, default=2)
