@@ -1,12 +1,15 @@
 """Batch inference speed and memory on the real camtrap31 photos (1.3-20 MP), cycled to N images.
 
-Prints images/s for (1) trailnb's streaming pipeline (`iter_predictions`: DataLoader workers, JPEG draft
-decoding at max_dim, batches), (2) the naive loop simple scripts use (PIL at full size, to tensor, one image
-at a time, the model's own resize) and (3) the model alone on pre-decoded tensors, with ratios against the
-naive loop measured in this process; then peak RSS of the pipeline after N and 10*N images, each in its own
-subprocess. Usage: python benchmarks/infer.py [--n 300] [--naive 40] [--max-dim 320]
+Prints images/s for (1) the naive loop simple scripts use (PIL at full size, to tensor, one image at a time,
+a plain torchvision model doing its own resize), (2) trailnb's streaming pipeline (`iter_predictions` after
+`optimize_for_inference`: DataLoader workers, JPEG draft decoding at max_dim, batches) and (3) the model alone
+on pre-decoded tensors, the ceiling for any input pipeline, each in fp32 (the default) and, on a CPU with
+native bfloat16, bf16 (opt-in), with ratios against the naive loop measured in this process. Then peak memory
+of the whole `run_inference` path after --rss-n and 10x as many images, each in a fresh subprocess (goal: flat).
+With --model CKPT --data COCO it also compares fp32 and bf16 AP on labelled images.
+Usage: python benchmarks/infer.py [--n 300] [--naive 40] [--rss-n 300] [--only-rss] [--model M --data D]
 """
-import argparse, json, resource, subprocess, sys, tempfile, time
+import argparse, json, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -21,73 +24,185 @@ def _items(n):
     return [InferItem(str(paths[i % len(paths)]), f"rep{i // len(paths)}/{paths[i % len(paths)].name}") for i in range(n)]
 
 
-def _detector(max_dim):
+def _detector(max_dim, model=None):
     from trailnb.core import seed_everything
-    from trailnb.models import build_detector
+    from trailnb.models import build_detector, load_detector
+    if model: return load_detector(model, device="cpu")
     seed_everything(0)
     return build_detector(ARCH, ["animal", "person", "vehicle"], weights=None, max_dim=max_dim, device="cpu")
 
 
-def pipeline(det, items, max_dim, batch_size=8, workers=2):
+def pipeline(det, items, max_dim, batch_size=8, workers=2, precision="fp32"):
+    "images/s of `iter_predictions` (trailnb's streaming pipeline), and its results."
     from trailnb.infer import iter_predictions
-    t = time.perf_counter(); n = sum(1 for _ in iter_predictions(det, items, max_dim, batch_size, workers))
-    return n / (time.perf_counter() - t)
+    t = time.perf_counter(); res = list(iter_predictions(det, items, max_dim, batch_size, workers, precision=precision))
+    return len(res) / (time.perf_counter() - t), res
 
 
-def naive(det, items):
+def naive(model, items):
+    "images/s of what simple scripts do: PIL at full size, to tensor, one image per call of a plain model."
     import torch
     from PIL import Image
     from torchvision.transforms.functional import to_tensor
-    det.model.eval(); t = time.perf_counter()
+    model.eval(); t = time.perf_counter()
     with torch.inference_mode():
-        for it in items: det.model([to_tensor(Image.open(it.path).convert("RGB"))])
+        for it in items: model([to_tensor(Image.open(it.path).convert("RGB"))])
     return len(items) / (time.perf_counter() - t)
 
 
-def model_only(det, items, max_dim, batch_size=8):
+def model_only(det, items, max_dim, batch_size=8, precision="fp32"):
+    "images/s of the model alone on tensors decoded beforehand (the ceiling for any input pipeline)."
+    from trailnb.core import inference_autocast
     from trailnb.data import load_image
     from torchvision.transforms.v2.functional import pil_to_tensor
     dec = [load_image(it.path, max_dim) for it in items]
     tens = [(pil_to_tensor(im).float() / 255, s) for im, s in dec]
-    t = time.perf_counter()
-    for i in range(0, len(tens), batch_size):
-        b = tens[i:i + batch_size]; det.predict_tensors([x for x, _ in b], [s for _, s in b])
+    with inference_autocast("cpu", precision):
+        det.predict_tensors([tens[0][0]], [tens[0][1]])  # warm-up
+        t = time.perf_counter()
+        for i in range(0, len(tens), batch_size):
+            b = tens[i:i + batch_size]; det.predict_tensors([x for x, _ in b], [s for _, s in b])
     return len(tens) / (time.perf_counter() - t)
 
 
-def _rss_child(n, max_dim):
-    "Run the pipeline over n images in this (child) process and print its peak RSS in MiB."
-    det = _detector(max_dim); ips = pipeline(det, _items(n), max_dim)
-    print(json.dumps({"n": n, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ips": ips}))
+def agreement(ref, other, thresh=0.2, sort_thresh=0.5):
+    "How far `other` results (e.g. bf16) are from `ref` (fp32): matched boxes, score differences, sorting."
+    import numpy as np, torch
+    from torchvision.ops import box_iou
+    matched = total = same_sort = 0; dscore = []
+    for a, b in zip(ref, other):
+        da, db = a.detections.above(thresh), b.detections.above(thresh)
+        total += len(da)
+        same_sort += (da.scores >= sort_thresh).any() == (db.scores >= sort_thresh).any()
+        if len(da) and len(db):
+            iou = box_iou(torch.as_tensor(da.boxes), torch.as_tensor(db.boxes)).numpy() * (da.labels[:, None] == db.labels[None, :])
+            j = iou.argmax(1); ok = iou[np.arange(len(da)), j] >= 0.5
+            matched += int(ok.sum()); dscore += list(np.abs(da.scores[ok] - db.scores[j[ok]]))
+    return {"detections": total, "matched": matched, "mean_dscore": float(np.mean(dscore)) if dscore else 0.0,
+            "max_dscore": float(np.max(dscore)) if dscore else 0.0, "same_sort": int(same_sort), "images": len(ref)}
+
+
+def _agreement_line(g, what):
+    return (f"bf16 vs fp32 on {what} (score >= 0.2): {g['matched']}/{g['detections']} boxes matched at IoU 0.5, score "
+            f"difference mean {g['mean_dscore']:.4f} max {g['max_dscore']:.4f}; detected/empty decision at 0.5 the "
+            f"same for {g['same_sort']}/{g['images']} images")
+
+
+def precision_on_dataset(det, data):
+    "COCO AP of fp32 and bf16 inference on a labelled dataset, and how far their detections are apart."
+    from trailnb.data import load_coco
+    from trailnb.evaluate import evaluate
+    from trailnb.infer import InferItem
+    ds = load_coco(data); items = [InferItem(str(im.path), str(i)) for i, im in enumerate(ds.images)]
+    res = {}
+    for prec in ("fp32", "bf16"):
+        res[prec] = sorted(pipeline(det, items, det.max_dim, precision=prec)[1], key=lambda r: int(r.file))
+        m = evaluate(ds, [r.detections for r in res[prec]], score_thresh=0.5).metrics
+        print(f"{prec} on {data}: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}")
+    print(_agreement_line(agreement(res["fp32"], res["bf16"]), f"{len(items)} images of {data}"))
+
+
+def _status_kib(pid, key):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"): return int(line.split()[1])
+    return 0
+
+
+def _rss_child(n, max_dim, workers):
+    """Run the whole product path (`run_inference`: workers, results kept for the files, checkpoints every 500,
+    MD/COCO/CSV written) over n images in this (child) process; print peak memory in MiB as JSON."""
+    import os, threading, psutil
+    from trailnb.infer import run_inference
+    det = _detector(max_dim)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp); ckpt = tmp / "model.pt"; det.save(ckpt); del det
+        src = tmp / "card"
+        for it in _items(n):  # n distinct files: symlinks to the real photos, read in place
+            (src / it.file).parent.mkdir(parents=True, exist_ok=True); (src / it.file).symlink_to(it.path)
+        me, peak, stop, trace = psutil.Process(), {"pss": 0, "rss_sum": 0}, threading.Event(), []
+
+        def sample():  # total memory of this process and its decoding workers, every 0.2 s
+            while not stop.is_set():
+                procs = [me, *me.children(recursive=True)]
+                trace.append(me.memory_info().rss)
+                try:
+                    peak["pss"] = max(peak["pss"], sum(p.memory_full_info().pss for p in procs))
+                    peak["rss_sum"] = max(peak["rss_sum"], sum(p.memory_info().rss for p in procs))
+                except psutil.Error: pass  # a worker ended between listing and reading
+                stop.wait(0.2)
+        th = threading.Thread(target=sample, daemon=True); th.start()
+        s = run_inference(model=str(ckpt), input=str(src), out=str(tmp / "out"), max_dim=max_dim, workers=workers,
+                          device="cpu", checkpoint_every=500, sort="none")
+        stop.set(); th.join()
+    mib, q = 1 / 1024, max(1, len(trace) // 4)
+    print(json.dumps({"n": n, "images": s.images, "ips": s.images_per_s,
+                      "main_peak_mib": _status_kib(os.getpid(), "VmHWM") * mib,
+                      "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * mib,
+                      "total_pss_peak_mib": peak["pss"] / 2**20, "total_rss_sum_peak_mib": peak["rss_sum"] / 2**20,
+                      "main_first_quarter_mib": statistics.median(trace[:q]) / 2**20,
+                      "main_last_quarter_mib": statistics.median(trace[-q:]) / 2**20}))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="images for the pipeline (camtrap31 cycled)")
     ap.add_argument("--naive", type=int, default=40, help="images for the slow naive loop")
-    ap.add_argument("--max-dim", type=int, default=320, help="decode / model input size")
-    ap.add_argument("--rss-n", type=int, default=100, help="images for the first memory run (the second runs 10x)")
-    ap.add_argument("--rss-max-dim", type=int, default=96, help="smaller size for the N vs 10N memory runs")
+    ap.add_argument("--max-dim", type=int, default=320, help="decode / model input size (untrained model only)")
+    ap.add_argument("--model", help="a trained trailnb checkpoint to use instead of an untrained " + ARCH)
+    ap.add_argument("--data", help="with --model: a COCO file to compare fp32 and bf16 AP on (e.g. demo_out/data/val.json)")
+    ap.add_argument("--bf16", action="store_true", help="also time bf16 on a CPU without native bfloat16")
+    ap.add_argument("--rss-n", type=int, default=300, help="images for the first memory run (the second runs 10x); 0 skips")
+    ap.add_argument("--rss-max-dim", type=int, default=320, help="decode / model size for the memory runs")
+    ap.add_argument("--only-rss", action="store_true", help="skip the speed comparison, run only the memory runs")
     ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.rss_child: return _rss_child(a.rss_child, a.rss_max_dim)
-    import torch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {ARCH} (untrained), max_dim {a.max_dim}")
-    det = _detector(a.max_dim); items = _items(a.n)
-    naive(det, items[:2])  # warm-up
-    r_naive = naive(det, items[:a.naive])
-    r_model = model_only(det, items[:31], a.max_dim)
-    r_pipe = pipeline(det, items, a.max_dim)
-    print(f"naive loop (full-size PIL, 1 image/call) {r_naive:7.2f} images/s   1.00x  ({a.naive} images)")
-    print(f"trailnb pipeline (2 workers, batch 8)    {r_pipe:7.2f} images/s  {r_pipe / r_naive:5.2f}x  ({a.n} images)")
-    print(f"model alone on pre-decoded tensors        {r_model:7.2f} images/s  {r_model / r_naive:5.2f}x  (ceiling)")
+    if a.rss_child: return _rss_child(a.rss_child, a.rss_max_dim, workers=2)
+    if not a.only_rss: speed(a)
+    if a.rss_n: memory(a)
+
+
+def speed(a):
+    import copy, torch
+    from trailnb.core import cpu_has_bf16
+    det = _detector(a.max_dim, a.model); max_dim = a.max_dim if not a.model else det.max_dim
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {det.arch} "
+          f"({a.model or 'untrained'}), max_dim {max_dim}, CPU bf16 native: {cpu_has_bf16()}")
+    items = _items(a.n); plain = copy.deepcopy(det.model)  # the naive loop gets the plain torchvision model
+    naive(plain, items[:2])  # warm-up
+    r_naive = naive(plain, items[:a.naive]); del plain
+    det.optimize_for_inference()  # what run_inference does (channels-last weights on CPU)
+    rows = [("naive loop (full-size PIL, 1 image/call)", r_naive, f"{a.naive} images")]
+    res = {}
+    for prec in ("fp32", "bf16") if cpu_has_bf16() or a.bf16 else ("fp32",):
+        ips, res[prec] = pipeline(det, items, max_dim, precision=prec)
+        rows.append((f"trailnb pipeline, {prec}{' (default)' if prec == 'fp32' else ' (opt-in)'}", ips, f"{a.n} images"))
+        rows.append((f"model alone on pre-decoded tensors, {prec}", model_only(det, items[:32], max_dim, precision=prec),
+                     "ceiling for any input pipeline"))
+    for name, ips, note in rows:
+        print(f"{name:43s} {ips:7.2f} images/s  {ips / r_naive:5.2f}x  ({note})")
+    if "bf16" in res:
+        print(_agreement_line(agreement(res["fp32"][:31], res["bf16"][:31]), "the 31 photos")
+              + ("" if a.model else " (untrained model: see --model/--data for a real check)"))
+    if a.data: precision_on_dataset(det, a.data)
+
+
+def memory(a):
+    "Peak memory of `run_inference` after N and 10*N images, each in a fresh subprocess, and their ratios."
     rss = []
     for n in (a.rss_n, 10 * a.rss_n):
-        out = subprocess.run([sys.executable, __file__, "--rss-child", str(n), "--rss-max-dim", str(a.rss_max_dim)],
-                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rss.append(json.loads(out))
-    print(f"peak RSS (max_dim {a.rss_max_dim}): {rss[0]['n']} images {rss[0]['peak_rss_mib']:.0f} MiB, "
-          f"{rss[1]['n']} images {rss[1]['peak_rss_mib']:.0f} MiB  ratio {rss[1]['peak_rss_mib'] / rss[0]['peak_rss_mib']:.2f}")
+        p = subprocess.run([sys.executable, __file__, "--rss-child", str(n), "--rss-max-dim", str(a.rss_max_dim)],
+                           capture_output=True, text=True)
+        if p.returncode: sys.exit(f"memory run over {n} images failed:\n{p.stderr[-3000:]}")
+        rss.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    print(f"run_inference peak memory, max_dim {a.rss_max_dim}, 2 workers, MD+COCO+CSV written, checkpoint every 500:")
+    print(f"{'':34s}{rss[0]['n']:>8d} img{rss[1]['n']:>8d} img   ratio")
+    for k, name in [("main_peak_mib", "main process peak RSS (VmHWM)"), ("worker_peak_mib", "largest worker peak RSS"),
+                    ("total_pss_peak_mib", "main+workers peak PSS (sampled)"),
+                    ("total_rss_sum_peak_mib", "main+workers peak RSS sum (sampled)"),
+                    ("main_first_quarter_mib", "main RSS, median of 1st quarter"),
+                    ("main_last_quarter_mib", "main RSS, median of last quarter")]:
+        print(f"{name:34s}{rss[0][k]:8.0f} MiB{rss[1][k]:8.0f} MiB  {rss[1][k] / rss[0][k]:5.2f}")
+    print(f"speed: {rss[0]['ips']:.2f} and {rss[1]['ips']:.2f} images/s")
 
 
 if __name__ == "__main__":

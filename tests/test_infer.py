@@ -103,8 +103,25 @@ _SLOW_RUN = textwrap.dedent("""
     M.load_detector = _slow
     from trailnb.infer import run_inference
     run_inference(model=sys.argv[1], input=sys.argv[2], out=sys.argv[3], batch_size=1, workers=1,
-                  checkpoint_every=2, device="cpu", resume=True)
+                  checkpoint_every=int(sys.argv[4]), device="cpu", resume=True)
 """)
+
+
+def _lines_in(f): return f.read_bytes().count(b"\n") if f.exists() else 0
+
+
+def _start_slow_run(tmp_path, model, src, out, every):
+    "A run_inference subprocess slowed to 0.5 s per image, so it can be interrupted part-way."
+    script = tmp_path / "slow_run.py"; script.write_text(_SLOW_RUN)
+    return subprocess.Popen([sys.executable, str(script), str(model), str(src), str(out), str(every)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _assert_same_results(s, ref):
+    assert _md_core(s.outputs["md"]) == _md_core(ref.outputs["md"])
+    assert s.outputs["csv"].read_bytes() == ref.outputs["csv"].read_bytes()
+    coco, coco_ref = (json.loads(x.outputs["coco"].read_text()) for x in (s, ref))
+    assert coco["images"] == coco_ref["images"] and coco["annotations"] == coco_ref["annotations"]
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tiny_model, tmp_path):
@@ -114,27 +131,57 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_model, tmp_path):
     kw = dict(model=str(tiny_model), input=str(src), batch_size=1, workers=1, device="cpu")
     ref = run_inference(out=str(tmp_path / "ref"), **kw)
 
-    out = tmp_path / "killed"; script = tmp_path / "slow_run.py"; script.write_text(_SLOW_RUN)
-    p = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(src), str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ck = out / "checkpoint.json"
+    out = tmp_path / "killed"; ck = out / "checkpoint.jsonl"
+    p = _start_slow_run(tmp_path, tiny_model, src, out, every=2)
     t0 = time.time()
-    while not ck.exists() and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)
+    while _lines_in(ck) < 3 and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)  # first group of 2 in
     time.sleep(0.6)
     assert p.poll() is None, "the slowed-down run finished before it could be killed"
     os.kill(p.pid, signal.SIGKILL); p.wait()
-    done = len(json.loads(ck.read_text())["results"])
+    lines = ck.read_bytes().split(b"\n")  # signature, finished images, then "" (or a line cut short by the kill)
+    assert "signature" in json.loads(lines[0])
+    done = len(lines) - 2
     assert 2 <= done < 12
     assert not (out / "results_md.json").exists()
 
     s = run_inference(out=str(out), resume=True, **kw)
     assert s.resumed_from == done and s.images == 12
-    assert _md_core(s.outputs["md"]) == _md_core(ref.outputs["md"])
-    assert s.outputs["csv"].read_bytes() == ref.outputs["csv"].read_bytes()
-    coco, coco_ref = (json.loads(x.outputs["coco"].read_text()) for x in (s, ref))
-    assert coco["images"] == coco_ref["images"] and coco["annotations"] == coco_ref["annotations"]
+    _assert_same_results(s, ref)
     assert not ck.exists()
 
+
+def test_ctrl_c_keeps_every_finished_image(tiny_model, tmp_path):
+    "Ctrl-C between checkpoints: the images finished since the last one are appended before the run stops."
+    from trailnb.infer import run_inference
+    src = tmp_path / "in"
+    _images(src, [f"cam{i % 2}/img{i:02d}.jpg" for i in range(10)])
+    kw = dict(model=str(tiny_model), input=str(src), batch_size=1, workers=1, device="cpu")
+    ref = run_inference(out=str(tmp_path / "ref"), **kw)
+    out = tmp_path / "interrupted"; ck = out / "checkpoint.jsonl"
+    p = _start_slow_run(tmp_path, tiny_model, src, out, every=1000)  # no periodic checkpoint would come in time
+    t0 = time.time()
+    while _lines_in(ck) < 1 and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)  # started
+    time.sleep(2.5)  # about four images at 0.5 s each
+    assert p.poll() is None and _lines_in(ck) == 1, "nothing but the signature should be on disk yet"
+    os.kill(p.pid, signal.SIGINT); p.wait(timeout=60)
+    done = _lines_in(ck) - 1
+    assert 1 <= done < 10, done
+    s = run_inference(out=str(out), resume=True, **kw)
+    assert s.resumed_from == done and s.images == 10
+    _assert_same_results(s, ref)
+
+
+def test_bf16_inference_on_cpu(tiny_model, tmp_path):
+    "precision='bf16' runs on CPU and writes plain float results; fp16 on CPU is refused with a clear error."
+    from trailnb.core import ConfigError
+    from trailnb.infer import run_inference
+    src = tmp_path / "in"; _images(src, ["a.jpg", "b.jpg"])
+    s = run_inference(model=str(tiny_model), input=str(src), out=str(tmp_path / "o"), precision="bf16", workers=0, device="cpu")
+    assert s.images == 2 and not s.failures
+    md = json.loads(s.outputs["md"].read_text())
+    assert all(isinstance(d["conf"], float) for im in md["images"] for d in im["detections"])
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        run_inference(model=str(tiny_model), input=str(src), out=str(tmp_path / "o2"), precision="fp16", device="cpu")
 
 @pytest.mark.parametrize("mode", ["copy", "hardlink", "symlink"])
 def test_sort_twice_with_duplicate_names(tiny_model, tmp_path, mode):
