@@ -91,12 +91,16 @@ def test_bad_files_are_failures(tiny_model, tmp_path):
 
 
 _SLOW_RUN = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    from pathlib import Path
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, even if started in the background
     import trailnb.models as M
     _orig = M.load_detector
+    calls = Path(sys.argv[3]).parent / "model_calls.txt"
     def _slow(*a, **k):
         d = _orig(*a, **k); f = d.predict_tensors
         def g(*a, **k):
+            with open(calls, "a") as fh: fh.write("call\\n")
             time.sleep(0.5); return f(*a, **k)
         d.predict_tensors = g
         return d
@@ -160,8 +164,8 @@ def test_ctrl_c_keeps_every_finished_image(tiny_model, tmp_path):
     out = tmp_path / "interrupted"; ck = out / "checkpoint.jsonl"
     p = _start_slow_run(tmp_path, tiny_model, src, out, every=1000)  # no periodic checkpoint would come in time
     t0 = time.time()
-    while _lines_in(ck) < 1 and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)  # started
-    time.sleep(2.5)  # about four images at 0.5 s each
+    calls = tmp_path / "model_calls.txt"
+    while _lines_in(calls) < 4 and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)  # 3+ images done
     assert p.poll() is None and _lines_in(ck) == 1, "nothing but the signature should be on disk yet"
     os.kill(p.pid, signal.SIGINT); p.wait(timeout=60)
     done = _lines_in(ck) - 1
