@@ -3,7 +3,7 @@ forward+backward+step on the same images pre-loaded as tensors. The ratio is the
 
     .venv/bin/python benchmarks/train.py [--arch fasterrcnn_mobilenet_v3_large_320_fpn] [--n 16] [--max-dim 320]
 """
-import argparse, math, tempfile, time
+import argparse, tempfile, time
 from pathlib import Path
 import torch
 

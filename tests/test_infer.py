@@ -46,7 +46,7 @@ def test_camtrap_md_json_valid_and_loads_in_fiftyone(sample_data, tiny_model, tm
     classes, dets, info = read_results(s.outputs["md"])
     assert classes == ["animal", "person", "vehicle"] and len(dets) == 31
     # the sizes we store are the true (EXIF-oriented) image sizes
-    from trailnb.results import image_size
+    from trailnb.data import image_size
     f0 = sorted(dets)[0]
     assert tuple(info["image_sizes"][f0]) == image_size(imgs / f0)
 
