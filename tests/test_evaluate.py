@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from trailnb.core import ConfigError, DataError, Detections, read_json, write_json
+from trailnb import models
 from trailnb.data import DetectionDataset, ImageRecord, load_coco, make_synthetic_dataset
 from trailnb.evaluate import (METRIC_KEYS, EvalConfig, coco_metrics, evaluate, load_predictions, match_detections,
                               per_class_ap, precision_recall_f1, run_cocoeval, run_evaluation)
@@ -186,12 +187,11 @@ class _FlakyDetector:
 
 
 def test_checkpoint_evaluation_and_a_bad_image_is_skipped(tmp_path):
-    models = pytest.importorskip("trailnb.models")
     root = make_synthetic_dataset(tmp_path / "syn", n=4, classes=("deer", "fox"), seed=0, size=(128, 96))
     data = root if root.suffix == ".json" else next(root.glob("*.json"))
     det = models.build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", ["fox", "deer"], weights=None, max_dim=128,
                                 device="cpu")
-    ckpt = det.save(tmp_path / "m.pt") or tmp_path / "m.pt"
+    ckpt = det.save(tmp_path / "m.pt")
     rep = run_evaluation(data=str(data), checkpoint=str(ckpt), device="cpu", batch_size=2, out_dir=str(tmp_path / "out"))
     assert rep.settings["n_images"] == 4 and set(rep.metrics) == set(METRIC_KEYS)
     assert (tmp_path / "out" / "summary.png").is_file()
@@ -199,3 +199,25 @@ def test_checkpoint_evaluation_and_a_bad_image_is_skipped(tmp_path):
     flaky = _FlakyDetector(models.load_detector(ckpt, device="cpu"), ds.images[1].path.name)
     rep = evaluate(ds, flaky, batch_size=2)
     assert rep.skipped == [ds.images[1].file_name] and rep.settings["n_images"] == 3
+
+
+def test_evaluation_runs_the_data_checks_a_truncated_image_is_listed_and_skipped(tmp_path, capsys):
+    "The checks of `trailnb check-data` run before evaluating: a truncated JPEG is listed and left out, never a crash."
+    data = make_synthetic_dataset(tmp_path / "syn", n=5, classes=("deer", "fox"), seed=4, size=(128, 96))
+    ds = load_coco(data)
+    bad = ds.images[2]
+    raw = bad.path.read_bytes(); bad.path.write_bytes(raw[: len(raw) // 2])  # a card pulled out mid-write
+    g = read_json(data)
+    res = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9} for a in g["annotations"]]
+    write_json(tmp_path / "res.json", res)
+    rep = run_evaluation(data=str(data), predictions=str(tmp_path / "res.json"))
+    assert rep.settings["n_images"] == 4  # the other four, each box found: AP exactly 1
+    assert rep.metrics["AP"] == pytest.approx(1.0, abs=1e-12)
+    listed = rep.settings["data_problems"]
+    assert [(p["kind"], p["file"]) for p in listed] == [("truncated_image", bad.file_name)]
+    assert bad.file_name in capsys.readouterr().out  # the report is shown, naming the file
+    det = models.build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", ["deer", "fox"], weights=None, max_dim=96, device="cpu")
+    rep = run_evaluation(data=str(data), checkpoint=str(det.save(tmp_path / "m.pt")), device="cpu", batch_size=2)
+    assert rep.settings["n_images"] == 4 and not rep.skipped  # the bad image never reached the detector
+    with pytest.raises(DataError, match=bad.file_name):
+        run_evaluation(data=str(data), predictions=str(tmp_path / "res.json"), strict=True)
