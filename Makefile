@@ -56,3 +56,8 @@ export: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Label Studio in its own environment (its pins clash with ours), for tests/test_labelstudio_server.py.
+.PHONY: labelstudio-env
+labelstudio-env:
+	PY=$(PY) bash tools/labelstudio_env.sh .venv-labelstudio
