@@ -137,9 +137,21 @@ def test_label_studio_loop(label_studio, tmp_path):
     pushed = client.json("GET", "/api/predictions", params={"project": pid2})
     assert len(pushed) == 3 and {p["model_version"] for p in pushed} == {"trailnb-infer"}
 
+    # an uploaded image (/data/upload/...) with an annotation: pull fetches it from Label Studio with the key
+    up = files[0]
+    with open(up, "rb") as f:
+        client.json("POST", f"/api/projects/{pid2}/import", files={"file": (up.name, f, "image/jpeg")})
+    utask = [t for t in client.json("GET", "/api/tasks", params={"project": pid2, "page_size": 100})["tasks"]
+             if t["data"]["image"].startswith("/data/upload/")][0]
+    client.json("POST", f"/api/tasks/{utask['id']}/annotations", json={"result": to_ls_results(
+        Detections([[100, 120, 300, 360]], [1.0], [0]), CLASSES, 640, 640, iface)[0]})
+    up_ds = load_coco(pull(pid2, tmp_path / "pulled-upload", client=client))
+    assert len(up_ds) == 1 and up_ds.images[0].path.read_bytes() == up.read_bytes()
+    np.testing.assert_allclose(up_ds.images[0].boxes, [[100, 120, 300, 360]], atol=0.01)
+
     # pull: the project's annotations as COCO that check-data reads as 14 images
     out = pull(pid, tmp_path / "pulled", client=client, data_roots=[sq.parent])
-    from trailnb.data import check_data, load_coco
+    from trailnb.data import check_data
     rep = check_data(out)
     assert rep.ok and rep.stats["images"] == 14 and rep.stats["boxes"] == gt.num_boxes
     back = load_coco(out)
