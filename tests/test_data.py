@@ -154,13 +154,42 @@ def test_torch_dataset_on_full_size_photos():
     assert im.size == (img.shape[-1], img.shape[-2]) and abs(s - tgt["scale"]) < 1e-9
 
 
-@needs_ct
-def test_sequence_split_uses_exif_times():
-    ds = load_coco(CT / "coco_md_pseudo_gt.json", images=CT / "images")
+def _burst_card(root: Path, bursts: int = 10, frames: int = 3) -> tuple[Path, dict]:
+    "Tiny JPEGs in two camera folders whose only capture time is EXIF DateTimeOriginal; returns (COCO json, file -> burst)."
+    import datetime as dt, os
+    t0, images, anns, burst_of, k = dt.datetime(2024, 6, 1, 6, 0), [], [], {}, 0
+    for b in range(bursts):
+        cam = f"cam{b % 2 + 1}"
+        for f in range(frames):
+            k += 1; t = t0 + dt.timedelta(minutes=20 * b, seconds=2 * f)
+            rel = f"images/{cam}/IMG_{k:04d}.jpg"; (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            ex = Image.Exif(); ex.get_ifd(0x8769)[0x9003] = t.strftime("%Y:%m:%d %H:%M:%S")
+            Image.new("RGB", (64, 48), (40 * b % 255, 90, 60)).save(root / rel, "JPEG", exif=ex)
+            # modification times 5 minutes apart: grouping by them would make every frame its own "burst"
+            os.utime(root / rel, (1.7e9 + 300 * k, 1.7e9 + 300 * k))
+            images.append({"id": k, "file_name": rel, "width": 64, "height": 48})  # no date_captured
+            anns.append({"id": k, "image_id": k, "category_id": 1, "bbox": [8, 8, 20, 16], "area": 320, "iscrowd": 0})
+            burst_of[rel] = b
+    return write_json(root / "coco.json", {"images": images, "annotations": anns,
+                                           "categories": [{"id": 1, "name": "deer"}]}), burst_of
+
+
+def _straddling(tr, va, burst_of) -> set:
+    return {burst_of[r.file_name] for r in tr} & {burst_of[r.file_name] for r in va}
+
+
+def test_sequence_split_uses_exif_times(tmp_path):
+    "Bursts known only from EXIF never straddle train and val; a random split of the same images does straddle."
+    from trailnb.data import capture_time, split_random
+    ann, burst_of = _burst_card(tmp_path)
+    ds = load_coco(ann)
+    assert {capture_time(r)[1] for r in ds} == {"exif"}
     tr, va = split_by_sequence(ds, val_frac=0.3, seed=0)
-    assert len(tr) + len(va) == 31 and 5 <= len(va) <= 15
-    assert not {r.file_name for r in tr} & {r.file_name for r in va}
+    assert len(tr) + len(va) == 30 and len(va) == 9  # three whole bursts of three frames
+    assert _straddling(tr, va, burst_of) == set()
     assert [r.file_name for r in split_by_sequence(ds, 0.3, seed=0)[1]] == [r.file_name for r in va]
+    rtr, rva = split_random(ds, val_frac=0.3, seed=0)  # what a split blind to bursts does with these images
+    assert len(rva) == 9 and _straddling(rtr, rva, burst_of)
 
 
 @needs_sq

@@ -689,6 +689,18 @@ def sequence_ids(ds: DetectionDataset, # the dataset
             ids[i], prev = nxt - 1, t
     return ids
 
+def _cover_classes(ds: DetectionDataset, groups: list, order: list) -> set:
+    "Groups (first in `order`) that put every class found in two or more groups into val, keeping it in train too."
+    has = defaultdict(set)
+    for r, g in zip(ds.images, groups): has[g].update(int(l) for l in r.labels)
+    n_groups = Counter(c for g in order for c in has[g]); val = set()
+    for c in sorted(n_groups, key=lambda c: (n_groups[c], c)):  # rarest class first
+        if n_groups[c] < 2 or any(c in has[g] for g in val): continue
+        for g in order:
+            if g in val or c not in has[g]: continue
+            if all(any(k in has[h] for h in order if h not in val and h != g) for k in has[g]): val.add(g); break
+    return val
+
 def _split_groups(ds: DetectionDataset, groups: list, val_frac: float, seed: int, what: str):
     if not 0 < val_frac < 1: raise DataError(f"val_frac must be between 0 and 1, got {val_frac}.")
     uniq = sorted(set(groups), key=str)
@@ -697,9 +709,11 @@ def _split_groups(ds: DetectionDataset, groups: list, val_frac: float, seed: int
                         f"Use a smaller gap_s, split_random, or add more {what}s.")
     rng = np.random.default_rng(seed)
     order = [uniq[k] for k in rng.permutation(len(uniq))]
-    size = Counter(groups); target = val_frac * len(ds); val, n = set(), 0
+    size = Counter(groups); target = val_frac * len(ds)
+    val = _cover_classes(ds, groups, order); n = sum(size[g] for g in val)
     for g in order:
-        if n >= target or len(val) == len(uniq) - 1: break
+        if n >= target or len(val) >= len(uniq) - 1: break
+        if g in val: continue
         if n and abs(n + size[g] - target) > abs(n - target): continue  # this group would overshoot more than it helps
         val.add(g); n += size[g]
     tr = [i for i, g in enumerate(groups) if g not in val]; va = [i for i, g in enumerate(groups) if g in val]
