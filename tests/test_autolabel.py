@@ -62,6 +62,12 @@ def test_labels_lie_inside_their_images_and_pass_check_data(labelled, photos):
     assert report.problems == [] and report.stats["boxes"] == 15
     ds = load_coco(out)  # the images are found through info.trailnb_root, wherever the labels file is
     assert all(r.path.is_file() for r in ds.images)
+    from trailnb.evaluate import load_predictions  # what `review --data labels.json --predictions labels.json` reads
+    preds = load_predictions(out, ds, gt_file=out)
+    for r, p in zip(ds.images, preds):
+        np.testing.assert_array_equal(p.boxes, r.boxes); np.testing.assert_array_equal(p.labels, r.labels)
+    np.testing.assert_allclose(sorted(v for p in preds for v in p.scores), sorted(a["score"] for a in d["annotations"]),
+                               rtol=0, atol=1e-7)  # Detections keep float32 scores
 
 
 def test_masks_round_trip_through_rle_exactly(labelled):
