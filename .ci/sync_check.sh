@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fails when `nbdev_clean` or `nbdev_export` would change anything: the notebooks are clean and the
-# generated package is in sync with them. Compares the working tree before and after, so it also works
+# generated package is in sync with them, and the workflow notebooks' parameters match their config classes.
+# Compares the working tree before and after, so it also works
 # on a developer's checkout with uncommitted changes.
 set -euo pipefail
 snap() { { git diff HEAD -- nbs trailnb; git ls-files --others --exclude-standard -- nbs trailnb | xargs -r sha1sum; } | sha1sum; }
@@ -17,4 +18,6 @@ if [ "$before" != "$after_export" ]; then
   echo "FAIL: nbdev_export changed trailnb/: the package had drifted from the notebooks; run 'make export' and commit." >&2
   git status --short -- trailnb >&2; exit 1
 fi
-echo "sync-check: notebooks clean, package in sync"
+# The workflow notebooks' parameters cells are generated from the config dataclasses: fail when one lags behind.
+python tools/sync_workflow_params.py --check
+echo "sync-check: notebooks clean, package in sync, workflow parameters match their configs"

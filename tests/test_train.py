@@ -1,13 +1,14 @@
-"""Integration tests of trailnb.train: learning, exact resume, run folder contents, sampling options."""
-import csv
+"""Integration tests of trailnb.train: learning, exact resume, resume with given settings, run folder contents,
+bad images skipped before training, sampling options."""
+import argparse, csv, shutil
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trailnb.core import ConfigError, sample_data_dir
-from trailnb.data import load_dataset, make_synthetic_dataset
+from trailnb.core import ConfigError, DataError, add_config_args, config_from_args, load_config, sample_data_dir
+from trailnb.data import load_yolo, make_synthetic_dataset
 from trailnb.models import load_detector, read_checkpoint
-from trailnb.train import TrainConfig, validate as evaluate, train
+from trailnb.train import TrainConfig, _resolve_config, validate as evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,56 @@ def test_resume_equals_uninterrupted(syn, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"] and "val_AP50" in rows[0]
 
 
+TINY = dict(arch="fasterrcnn_mobilenet_v3_large_320_fpn", max_dim=64, batch_size=8, workers=0, split="none", progress=False)  # 1 step an epoch
+
+
+def test_resume_with_more_epochs_trains_them(syn, tmp_path):
+    "1 epoch, then resumed with epochs=3 given: 3 epochs in the history, the same run as 3 epochs straight through."
+    short = train(data=str(syn), epochs=1, out=str(tmp_path), name="short", **TINY)
+    assert [h["epoch"] for h in short.history] == [1]
+    longer = train(resume=str(short.run_dir), epochs=3, progress=False)
+    assert longer.run_dir == short.run_dir and [h["epoch"] for h in longer.history] == [1, 2, 3]
+    assert [r["epoch"] for r in csv.DictReader(open(short.run_dir / "metrics.csv"))] == ["1", "2", "3"]
+    assert read_checkpoint(short.run_dir / "last.pt")["train_config"]["epochs"] == 3
+    # the schedule is the one of a 3-epoch run (warm-up fills epoch 1 of both), so the result is that run's
+    straight = train(data=str(syn), epochs=3, out=str(tmp_path), name="straight", **TINY)
+    np.testing.assert_allclose([h["loss"] for h in longer.history], [h["loss"] for h in straight.history], rtol=1e-5)
+    np.testing.assert_allclose([h["lr"] for h in longer.history], [h["lr"] for h in straight.history], rtol=1e-9)
+
+    # a setting given through any door wins even when it equals TrainConfig's default (the saved run says 3)
+    default = TrainConfig().epochs
+    parser = add_config_args(argparse.ArgumentParser(), TrainConfig)
+    for cfg in (TrainConfig(resume=str(short.run_dir), epochs=default),  # keyword
+                config_from_args(TrainConfig, parser.parse_args(["--resume", str(short.run_dir), "--epochs", str(default)])),
+                load_config(TrainConfig, {"resume": str(short.run_dir), "epochs": default})):  # YAML keys
+        assert _resolve_config(cfg, {})[0].epochs == default
+    assert _resolve_config(None, {"resume": str(short.run_dir)})[0].epochs == 3  # not given: the saved value
+    cli = config_from_args(TrainConfig, parser.parse_args(["--resume", str(short.run_dir), "--lr", "none"]))
+    assert _resolve_config(cli, {})[0].lr is None and read_checkpoint(short.run_dir / "last.pt")["train_config"]["lr"] is None
+    with pytest.raises(ConfigError, match="max_dim=96.*input size"):
+        train(resume=str(short.run_dir), max_dim=96)
+    with pytest.raises(ConfigError, match="arch='fasterrcnn_resnet18'"):
+        train(resume=str(short.run_dir), arch="fasterrcnn_resnet18", epochs=4)
+    with pytest.raises(ConfigError, match="trained 3 epochs"):
+        train(resume=str(short.run_dir), epochs=2)
+
+
+def test_truncated_jpeg_is_listed_and_skipped_before_training(syn, tmp_path, capsys):
+    "A truncated JPEG (as a Label Studio export can hold) is found by the same check as check-data, never mid-epoch."
+    data = tmp_path / "messy"; shutil.copytree(syn.parent, data)
+    bad = sorted((data / "images").rglob("*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:bad.stat().st_size // 3])
+    name = bad.relative_to(data).as_posix()
+    res = train(data=str(data / syn.name), epochs=1, out=str(tmp_path / "runs"), name="messy", **{**TINY, "progress": True})
+    assert [h["epoch"] for h in res.history] == [1] and res.skipped == [name]
+    assert name in capsys.readouterr().out  # the run's summary lists it
+    check = (res.run_dir / "data_check.txt").read_text()
+    assert "truncated_image" in check and name in check
+    with pytest.raises(DataError, match=bad.name):  # strict: refused before anything starts
+        train(data=str(data / syn.name), epochs=1, out=str(tmp_path / "runs"), name="strict", strict=True, **TINY)
+    assert not (tmp_path / "runs" / "strict").exists()
+
+
 def test_training_lowers_loss_and_writes_run(syn, tmp_path):
     res = train(data=str(syn), max_dim=96, epochs=4, batch_size=4, lr=5e-4, workers=0, out=str(tmp_path),
                 name="r", split="none", balanced=True, optimizer="adamw", scheduler="cosine_restarts",
@@ -63,10 +114,13 @@ def test_early_stopping(syn, tmp_path):
 
 @pytest.mark.slow
 def test_learns_squirrels_from_scratch(tmp_path):
+    "Trained on the 10 earlier frames of the burst, the detector finds the squirrel in the 4 later, held-out frames."
     d = sample_data_dir("squirrels")
     if d is None: pytest.skip("squirrels sample data not found: set TRAILNB_SAMPLE_DATA")
-    res = train(data=str(d / "data.yaml"), split="none", arch="fasterrcnn_resnet18", max_dim=384, epochs=40,
+    res = train(data=str(d / "data.yaml"), split="given", arch="fasterrcnn_resnet18", max_dim=384, epochs=40,
                 lr=0.02, batch_size=2, warmup_epochs=2, workers=0, scale_jitter=(0.8, 1.0), color_jitter=0.1,
-                out=str(tmp_path), name="sq", progress=False)
-    m = evaluate(res.detector, load_dataset(d / "data.yaml"))
+                val_every=40, out=str(tmp_path), name="sq", progress=False)  # validated once, at the end: no choice made on val
+    val, trained_on = load_yolo(d / "data.yaml", split="val"), load_yolo(d / "data.yaml", split="train")
+    assert len(val) == 4 and not {r.file_name for r in val.images} & {r.file_name for r in trained_on.images}
+    m = evaluate(load_detector(res.run_dir / "last.pt"), val)
     assert m["AP50"] >= 0.9, m
