@@ -130,6 +130,8 @@ def test_interrupted_run_resumes_and_labels_every_image_once(models, photos, tmp
     assert resumed.resumed_from == 2 and not (tmp_path / "cut.checkpoint.jsonl").exists()
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("full.json", "cut.json"))
     assert a["images"] == b["images"] and a["annotations"] == b["annotations"]
+    with pytest.raises(ConfigError, match="never replaced"):  # a finished labels file is never relabelled over
+        autolabel(photos, PROMPTS, owl, tmp_path / "full.json", resume=True, **kw)
 
 
 def test_training_takes_the_labels_as_they_are(labelled, tmp_path):
