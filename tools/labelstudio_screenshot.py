@@ -16,7 +16,8 @@ What it does, all on 127.0.0.1 and in a temporary folder (nothing in the reposit
    and the pre-annotation's region, and takes the screenshot;
 6. always stops the backend and Label Studio.
 
-Exit 1 if the page shows no region, the region list lacks the label, or the browser tried to leave 127.0.0.1.
+Exit 1 if the task got no prediction with the backend's version, the page lists no region, or the browser tried
+to leave 127.0.0.1.
 
 Needs: Node 18+ and `playwright-core` outside the repo (`mkdir -p /tmp/jlshot && cd /tmp/jlshot && npm install
 playwright-core`, or `--node-modules DIR`), Chromium (`apt-get install chromium`, or `--chromium PATH`), the
@@ -57,6 +58,7 @@ const T = cfg.timeout_ms;
     await page.waitForTimeout(3000);
     const text = await page.evaluate(() => document.body.innerText);
     res.checks.label_shown = text.includes(cfg.label);
+    res.checks.region_listed = !text.includes('Labeled regions will appear here');  // the Regions panel is not empty
     res.checks.canvas = (await page.$$('canvas')).length;
     await page.screenshot({ path: cfg.out });
   } catch (e) { res.error = String(e).slice(0, 500); }
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="docs/labelstudio_prelabel.png")
     p.add_argument("--model", default=None, help="a trailnb checkpoint with class 'animal' (default: train one)")
     p.add_argument("--epochs", type=int, default=25, help="epochs when training the model here")
+    p.add_argument("--score-thresh", type=float, default=0.05, help="the backend's score threshold")
+    p.add_argument("--max-boxes", type=int, default=2, help="at most this many pre-annotated boxes")
     p.add_argument("--node-modules", default=os.environ.get("JLSHOT_NODE_MODULES", "/tmp/jlshot/node_modules"))
     p.add_argument("--chromium", default=os.environ.get("JLSHOT_CHROMIUM", "/usr/bin/chromium"))
     p.add_argument("--width", type=int, default=1400)
@@ -100,10 +104,9 @@ def main(argv=None) -> int:
         add_local_storage(client, pid, sq / "images" / "train")
         tasks = client.json("GET", "/api/tasks", params={"project": pid, "page_size": 100})["tasks"]
         backend = LabelStudioBackend(model=str(model), workdir=str(tmp / "backend"), data_roots=[str(sq.parent)],
-                                     label_studio_url=ls.url, api_key=ls.api_key, score_thresh=0.3, max_boxes=3, device="cpu")
+                                     label_studio_url=ls.url, api_key=ls.api_key, score_thresh=a.score_thresh, max_boxes=a.max_boxes, device="cpu")
         srv = start_server(backend)
         connect_ml_backend(client, pid, srv.url)
-        client.json("PATCH", f"/api/projects/{pid}", json={"model_version": backend.version, "show_collab_predictions": True})
         task = tasks[len(tasks) // 2]
         client.json("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": pid},
                     json={"selectedItems": {"all": False, "included": [task["id"]]}})
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
         subprocess.run(["node", str(tmp / "shot.js"), json.dumps(cfg)], check=False, timeout=600)
         res = json.loads((tmp / "browser.json").read_text())
         print(json.dumps(res, indent=1))
-        ok = ok_pred and res["checks"].get("label_shown") and not res["blocked"] and "error" not in res
+        ok = ok_pred and res["checks"].get("region_listed") and not res["blocked"] and "error" not in res
         print(("OK" if ok else "FAILED") + f": {a.out}")
         return 0 if ok else 1
     finally:
