@@ -14,7 +14,7 @@ def run(*args, check=True):
 
 def test_help_lists_commands():
     out = run("--help").stdout
-    for c in ("check-data", "demo", "train", "evaluate", "infer"):
+    for c in ("check-data", "demo", "train", "evaluate", "infer", "review", "review-export", "run"):
         assert c in out
 
 

@@ -4,7 +4,7 @@ headless, and the tag -> COCO export -> load_coco round trip.
 The FiftyOne database lives in the per-session temporary folder that conftest.py sets before anything imports
 fiftyone; dataset names are unique and not persistent, and each test deletes what it made.
 """
-import hashlib, time, urllib.error, urllib.request, uuid
+import hashlib, json, os, queue, re, subprocess, sys, threading, time, urllib.error, urllib.request, uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +13,10 @@ import pytest
 from trailnb.data import load_coco
 from trailnb.evaluate import precision_recall_f1
 from trailnb.results import read_results
-from trailnb.review import (ReviewError, align, evaluate_fiftyone, export_corrections, false_negatives, false_positives,
-                            from_relative_boxes, launch, load_review, match_dataset, most_errors, review_views,
-                            save_review_views, to_fiftyone)
+from trailnb.core import DataError
+from trailnb.review import (REVIEW_COLORS, ReviewError, align, evaluate_fiftyone, export_corrections, false_negatives,
+                            false_positives, free_port, from_relative_boxes, launch, load_review, match_dataset,
+                            most_errors, review_views, run_review, save_review_views, to_fiftyone)
 
 fo = pytest.importorskip("fiftyone")
 from fiftyone import ViewField as F  # noqa: E402
@@ -106,14 +107,30 @@ def test_counts_follow_from_how_the_pseudo_gt_was_made(camtrap, review, sample_d
 def test_review_views_are_saved_for_the_app(review):
     evaluate_fiftyone(review, score_thresh=0.1)
     names = save_review_views(review)
-    assert {"false_positives", "false_negatives", "most_errors", "class-animal", "folder-root", "patches"} <= set(names)
+    assert {"above_threshold", "all_predictions", "false_positives", "false_negatives", "most_errors", "class-animal",
+            "folder-root", "patches"} <= set(names)
     assert set(review.list_saved_views()) >= set(names)
     views = review_views(review)
-    assert len(views["patches"]) == 79
+    # what the App shows is what was evaluated: 31 of MegaDetector's 79 boxes score >= 0.1, the rest one view away
+    conf = np.array(review.values("predictions.detections.confidence", unwind=True))
+    assert (len(conf), int((conf >= 0.1).sum())) == (79, 31)
+    assert len(views["patches"]) == views["above_threshold"].count("predictions.detections") == 31
+    assert views["all_predictions"].count("predictions.detections") == 79
+    assert views["most_errors"].count("predictions.detections") <= 31
     assert len(views["folder-root"]) == 31
     assert views["class-animal"].count("ground_truth.detections") == review.count_values(
         "ground_truth.detections.label")["animal"]
     save_review_views(review)                          # saving again replaces, does not fail
+    # the score is written on each box (the label text), from the stored confidence; the stored labels keep the class
+    shown = review.load_saved_view("above_threshold")
+    for text, c in zip(shown.values("predictions.detections.label", unwind=True),
+                       shown.values("predictions.detections.confidence", unwind=True)):
+        cls, score = re.fullmatch(r"(animal|person|vehicle) (\d\.\d\d)", text).groups()
+        assert float(score) == pytest.approx(c, abs=0.005)
+    assert set(review.distinct("predictions.detections.label")) <= {"animal", "person", "vehicle"}
+    # one fixed colour per field, the same on day and night frames
+    scheme = review.app_config.color_scheme
+    assert scheme.color_by == "field" and {f["path"]: f["fieldColor"] for f in scheme.fields} == REVIEW_COLORS
 
 
 def _get(url, timeout=5):
@@ -211,3 +228,102 @@ def test_run_review_from_files(camtrap):
         assert "false_positives" in run.views and load_review(name).persistent
     finally:
         run.dataset.delete()
+
+
+def _synthetic_files(d: Path, n: int = 8):
+    "A synthetic COCO dataset and a bare COCO results list: every GT box at score 0.9, plus one box at 0.03."
+    from trailnb.data import make_synthetic_dataset
+    ann = make_synthetic_dataset(d / "syn", n=n, size=(96, 64), seed=1)
+    coco = json.loads(ann.read_text())
+    res = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+           for a in coco["annotations"]]
+    res.append({"image_id": coco["images"][0]["id"], "category_id": coco["categories"][0]["id"], "bbox": [2, 2, 10, 10],
+                "score": 0.03})
+    (d / "preds.json").write_text(json.dumps(res))
+    return ann, d / "preds.json", coco
+
+
+def test_review_build_runs_the_checks_of_check_data(tmp_path):
+    "A truncated JPEG (a card pulled out too early) is listed as check-data lists it and left out; strict refuses."
+    from trailnb.data import check_data
+    ann, preds, coco = _synthetic_files(tmp_path)
+    bad = coco["images"][2]
+    f = ann.parent / bad["file_name"]; f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    name = f"trailnb-test-{uuid.uuid4().hex[:8]}"
+    run = run_review(data=str(ann), predictions=str(preds), name=name)
+    try:
+        ref = check_data(ann)
+        assert [(p.kind, p.file) for p in run.report.problems] == [(p.kind, p.file) for p in ref.problems] \
+            == [("truncated_image", bad["file_name"])]
+        assert len(run.dataset) == len(coco["images"]) - 1 and bad["file_name"] not in run.dataset.distinct("file_name")
+        good = sum(a["image_id"] != bad["id"] for a in coco["annotations"])
+        assert (run.counts.tp, run.counts.fp, run.counts.fn) == (good, 0, 0)   # the 0.03 box is under the 0.1 threshold
+        assert "truncated_image" in run.summary() and bad["file_name"] in run.summary()
+        with pytest.raises(DataError, match="truncated"):
+            run_review(data=str(ann), predictions=str(preds), name=name, strict=True)
+    finally:
+        run.dataset.delete()
+
+
+def test_review_refreshes_until_tagged_then_reopens(tmp_path):
+    ann, preds, coco = _synthetic_files(tmp_path)
+    name = f"trailnb-test-{uuid.uuid4().hex[:8]}"
+    kw = dict(data=str(ann), predictions=str(preds), name=name)
+    run_review(**kw)
+    try:
+        again = run_review(**kw, score_thresh=0.02)       # nothing tagged yet: rebuilt, evaluated at the new threshold
+        assert (again.counts.fp, len(again.dataset)) == (1, len(coco["images"]))
+        again.dataset.take(1, seed=0).tag_samples("missing_label")
+        with pytest.raises(ReviewError, match="holds review tags"):
+            run_review(**kw)
+        back = run_review(open=name)                      # reopened as it is: tags, counts and views
+        assert back.dataset.count_sample_tags() == {"missing_label": 1}
+        assert (back.counts.thresh, back.counts.tp, back.counts.fp, back.counts.fn) == \
+            (0.02, again.counts.tp, again.counts.fp, again.counts.fn)
+        assert set(back.views) == set(again.views) and back.report is None
+        assert f"trailnb review --open {name} --app" in back.summary()
+    finally:
+        load_review(name).delete()
+    with pytest.raises(ReviewError, match="No FiftyOne dataset named"):
+        run_review(open=name)
+
+
+def _read_until(stream, text, timeout):
+    "What `stream` printed until a line contains `text` (or the time is up); the stream is read by a thread."
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in iter(stream.readline, "")], daemon=True).start()
+    out, deadline = "", time.monotonic() + timeout
+    while text not in out and time.monotonic() < deadline:
+        try: out += lines.get(timeout=1)
+        except queue.Empty: pass
+    return out
+
+
+def test_cli_app_is_served_while_a_terminal_is_attached(tmp_path):
+    "`trailnb review --open NAME --app` in a terminal: serves the App until Enter, then closes it and exits."
+    ann, preds, coco = _synthetic_files(tmp_path)
+    name = f"trailnb-test-{uuid.uuid4().hex[:8]}"
+    run_review(data=str(ann), predictions=str(preds), name=name)
+    port = free_port()
+    master, slave = os.openpty()                          # a real terminal for the child's standard input
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("trailnb")), "review", "--open", name, "--app",
+                             "--port", str(port)], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = _read_until(proc.stdout, "press Enter", 150)
+        assert "press Enter" in out, out
+        assert f"{name!r}: {len(coco['images'])} images" in out and "at score >= 0.1" in out
+        assert _get(f"http://127.0.0.1:{port}/") == 200   # served, and the command is still waiting
+        assert proc.poll() is None
+        os.write(master, b"\n")                          # the reviewer is done
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None: proc.kill()
+        os.close(master); os.close(slave)
+        load_review(name).delete()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:                    # and the App stops with it
+        try: _get(f"http://127.0.0.1:{port}/", timeout=2)
+        except (urllib.error.URLError, ConnectionError, OSError): break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the App on port {port} still answers 60 s after the command ended")
