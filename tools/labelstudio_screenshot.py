@@ -8,7 +8,9 @@ What it does, all on 127.0.0.1 and in a temporary folder (nothing in the reposit
 2. creates a project with trailnb's generated labeling config and imports the squirrel sample frames as local
    files (Local Storage);
 3. serves a detector with the trailnb backend and connects it: `--model` if given, else it first trains a small
-   one on the 14 frames (`--epochs`, 320 px; a from-scratch model, so its boxes are only roughly right);
+   one on the 14 frames (`--epochs`, 320 px, from scratch: about 40 epochs before it finds the squirrel, minutes
+   on a GPU, an hour or more on 2 busy CPU cores); `--epochs 0` serves an untrained one (noise boxes; what
+   docs/labelstudio_prelabel.png shows, taken on a shared 2-core machine);
 4. asks Label Studio for predictions (the Data Manager's Retrieve Predictions action) and checks the chosen
    task's prediction carries the backend's model version;
 5. runs a Node script with `playwright-core` driving headless Chromium (`/usr/bin/chromium`, fresh profile, every
@@ -69,6 +71,12 @@ const T = cfg.timeout_ms;
 
 def _train_model(sq: Path, out: Path, epochs: int) -> Path:
     from trailnb.train import train
+    if epochs == 0:  # an untrained detector: its boxes are noise, but they travel the same way
+        from trailnb.core import seed_everything
+        from trailnb.models import build_detector
+        seed_everything(0); out.mkdir(parents=True, exist_ok=True)
+        return build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", ["animal", "person", "vehicle"], max_dim=320,
+                              device="cpu").save(out / "untrained.pt")
     print(f"training a small detector on the 14 squirrel frames ({epochs} epochs at 320 px) ...", flush=True)
     res = train(data=str(sq / "data.yaml"), split="none", arch="fasterrcnn_mobilenet_v3_large_320_fpn", max_dim=320,
                 epochs=epochs, lr=0.02, batch_size=2, warmup_epochs=2, workers=0, seed=0, out=str(out), name="squirrels",
@@ -80,7 +88,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/labelstudio_prelabel.png")
     p.add_argument("--model", default=None, help="a trailnb checkpoint with class 'animal' (default: train one)")
-    p.add_argument("--epochs", type=int, default=25, help="epochs when training the model here")
+    p.add_argument("--epochs", type=int, default=25, help="epochs when training the model here (0: an untrained model)")
     p.add_argument("--score-thresh", type=float, default=0.05, help="the backend's score threshold")
     p.add_argument("--max-boxes", type=int, default=2, help="at most this many pre-annotated boxes")
     p.add_argument("--node-modules", default=os.environ.get("JLSHOT_NODE_MODULES", "/tmp/jlshot/node_modules"))
