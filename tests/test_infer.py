@@ -232,3 +232,97 @@ def test_video_frames(tiny_model, tmp_path):
     assert validate_batch_results(md)["validation_results"]["errors"] == []
     rows = [r.split(",") for r in s.outputs["csv"].read_text().splitlines()[1:]]
     assert {r[-2] for r in rows if r[0].startswith("clip.mp4/")} == {"0.000", "1.000", "2.000"}
+
+
+@pytest.fixture(scope="module")
+def ultralytics_md_files(tmp_path_factory):
+    """Random-init checkpoints written by Ultralytics itself in MegaDetector v6 form (MD's 3 classes, trained at
+    640 px): a YOLOv9 and an RT-DETR. Class-score biases near logit(0.2) make a random model detect something."""
+    import trailnb.yolo as ty
+    d = tmp_path_factory.mktemp("md")
+    names = ["animal", "person", "vehicle"]
+    return {a: ty.write_ultralytics_checkpoint(f"{a}.yaml", d / f"MDV6-{a}.pt", names, imgsz=640, score_bias=-1.4)
+            for a in ("yolov9t", "rtdetr-l")}
+
+
+def _run_md_file(model, sample_data, out, n_images):
+    from trailnb.infer import run_inference
+    imgs = sample_data / "camtrap31" / "images"
+    photos = sorted(p for p in imgs.iterdir() if p.suffix.lower() == ".jpg")[:n_images]
+    Path(out).mkdir(parents=True); (Path(out) / "card.txt").write_text("\n".join(map(str, photos)))
+    s = run_inference(model=str(model), input=str(imgs if n_images == 31 else Path(out) / "card.txt"), out=str(Path(out) / "run"),
+                      max_dim=160, sort="hardlink", workers=1, batch_size=8, device="cpu")
+    return s, photos
+
+
+@pytest.fixture(scope="module")
+def md6_yolo_run(ultralytics_md_files, sample_data, tmp_path_factory):
+    "`trailnb infer` with the MDv6-form YOLOv9 file on all 31 camtrap31 photos, sorting (~25 s on 2 busy cores)."
+    return _run_md_file(ultralytics_md_files["yolov9t"], sample_data, tmp_path_factory.mktemp("md6") / "x", 31)
+
+
+def _check_md_run(s, photos):
+    "The results file passes MegaDetector's validator as MD's own: ids 1/2/3, MD's thresholds; every photo sorted."
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+    assert s.images == len(photos) and not s.failures
+    v = validate_batch_results(str(s.outputs["md"]))["validation_results"]
+    assert v["errors"] == [] and v["warnings"] == [], v
+    md = json.loads(s.outputs["md"].read_text())
+    assert md["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    meta = md["info"]["detector_metadata"]  # MegaDetector's usual thresholds were the defaults
+    assert (meta["typical_detection_threshold"], meta["conservative_detection_threshold"]) == (0.2, 0.005)
+    confs = [d["conf"] for im in md["images"] for d in im["detections"]]
+    assert confs and min(confs) >= 0.005
+    assert {d["category"] for im in md["images"] for d in im["detections"]} <= {"1", "2", "3"}
+    out = s.outputs["md"].parent
+    sorted_files = [p.relative_to(out) for p in out.rglob("*.*") if p.relative_to(out).parts[0] in ("detected", "empty")]
+    assert {p.name for p in sorted_files} == {p.name for p in photos}  # every photo is in detected/<class>/ or empty/
+    above = {im["file"] for im in md["images"] if any(d["conf"] >= 0.2 for d in im["detections"])}
+    assert {p.name for p in sorted_files if p.parts[0] == "detected"} == above
+
+
+def test_megadetector_v6_yolo_file_infers_sorts_and_validates(md6_yolo_run, ultralytics_md_files):
+    pytest.importorskip("megadetector", reason="install megadetector-utils (--no-deps) + jsonpickle for its validator")
+    from trailnb.models import load_detector
+    det = load_detector(ultralytics_md_files["yolov9t"], device="cpu")
+    assert (det.arch, det.classes, det.max_dim, det.megadetector) == ("yolov9t", ["animal", "person", "vehicle"], 640, True)
+    _check_md_run(*md6_yolo_run)
+
+
+# RT-DETR-l (33 M parameters, ~5 s per photo on 2 busy cores): 3 photos in CI, all 31 in the slow run
+@pytest.mark.parametrize("n_images", [3, pytest.param(31, marks=pytest.mark.slow)])
+def test_megadetector_v6_rtdetr_file_infers_sorts_and_validates(n_images, ultralytics_md_files, sample_data, tmp_path):
+    pytest.importorskip("megadetector", reason="install megadetector-utils (--no-deps) + jsonpickle for its validator")
+    from trailnb.models import load_detector
+    det = load_detector(ultralytics_md_files["rtdetr-l"], device="cpu")
+    assert (det.arch, det.classes, det.max_dim, det.megadetector) == ("rtdetr-l", ["animal", "person", "vehicle"], 640, True)
+    _check_md_run(*_run_md_file(ultralytics_md_files["rtdetr-l"], sample_data, tmp_path / "x", n_images))
+
+
+def _agree():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("agree_megadetector", Path(__file__).parents[1] / "benchmarks" / "agree_megadetector.py")
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+
+def test_agree_megadetector_benchmark(md6_yolo_run, sample_data, tmp_path):
+    """The agreement benchmark: exact on the published file against itself and on a one-image edit of it; with a
+    random MDv6-form model (no weights can be downloaded here) only its plumbing is checked."""
+    agree = _agree()
+    cam = sample_data / "camtrap31"
+    ref = cam / "megadetector_v5_results.json"
+    same = agree.main(["--results", str(ref)])
+    d = json.loads(ref.read_text())
+    n_boxes = sum(x["conf"] >= 0.2 for im in d["images"] for x in im["detections"])
+    assert same["image_agreement"] == 1.0 and same["boxes"]["matched"] == same["boxes"]["reference"] == n_boxes
+    assert same["image_level"]["neither"] == 14 and same["differences"] == []  # README: 14 empty at 0.2
+    first = next(im for im in d["images"] if any(x["conf"] >= 0.2 and x["category"] == "1" for x in im["detections"]))
+    first["detections"] = []
+    (tmp_path / "edited.json").write_text(json.dumps(d))
+    one = agree.main(["--results", str(tmp_path / "edited.json"), "--json", str(tmp_path / "rep.json")])
+    assert [x["file"] for x in one["differences"]] == [first["file"]] and one["image_level"]["only_reference"] == 1
+    assert json.loads((tmp_path / "rep.json").read_text())["images"] == 31
+    s, _ = md6_yolo_run
+    rnd = agree.main(["--results", str(s.outputs["md"])])
+    assert rnd["images"] == 31 and sum(rnd["image_level"].values()) == 31 and rnd["missing_in_ours"] == []

@@ -75,7 +75,69 @@ def test_bad_files_are_model_errors(tmp_path):
     with pytest.raises(ModelError, match="empty"):
         load_detector(tmp_path / "empty.pt")
     torch.save({"hello": 1}, tmp_path / "other.pt")
-    with pytest.raises(ModelError, match="not a trailnb checkpoint"):
+    with pytest.raises(ModelError, match="not a model file trailnb can use"):
         load_detector(tmp_path / "other.pt")
     with pytest.raises(ModelError, match="Weights file not found"):
         build_detector("fasterrcnn_resnet18", ["a"], weights=tmp_path / "nope.pth")
+
+
+def test_coco_state_dict_loads_and_finetunes_to_squirrels(sample_data, tmp_path):
+    """A torchvision COCO-style state_dict (91 outputs, random) loads as a 90-class COCO detector, and fine-tunes to
+    the squirrels' 3 classes: the backbone is the file's at step 0, the box predictor is new, and the checkpoint says so."""
+    import torchvision
+    from trailnb.models import read_checkpoint
+    from trailnb.train import train
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    coco = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
+    src = tmp_path / f"{arch}-coco.pth"  # named as torchvision names its released file
+    torch.save(coco.state_dict(), src)
+    det = load_detector(src, device="cpu")
+    assert (det.arch, det.num_classes, det.classes[0], det.classes[17]) == (arch, 90, "person", "dog")
+
+    seen = {}
+    class AtStepZero:
+        def on_train_start(self, state):
+            sd = state.detector.model.state_dict()
+            seen["backbone_same"] = [torch.equal(sd[k], v) for k, v in coco.state_dict().items()
+                                     if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+            seen["head"] = state.detector.model.roi_heads.box_predictor.cls_score.out_features
+    res = train(data=str(sample_data / "squirrels" / "data.yaml"), split="given", arch=arch, weights=str(src), epochs=1,
+                max_dim=160, batch_size=4, device="cpu", workers=0, out=str(tmp_path), name="ft", progress=False,
+                callbacks=[AtStepZero()])
+    assert len(seen["backbone_same"]) > 200 and all(seen["backbone_same"])  # every backbone tensor is the file's
+    assert seen["head"] == 4  # animal, person, vehicle + background
+    ck = read_checkpoint(res.run_dir / "best.pt")
+    assert ck["weights_source"] == str(src) and ck["classes"] == ["animal", "person", "vehicle"]
+    assert ck["weights_init"]["reinitialised"] == ["roi_heads.box_predictor.bbox_pred", "roi_heads.box_predictor.cls_score"]
+    assert ck["weights_init"]["loaded"] == ck["weights_init"]["model_tensors"] - 4
+
+
+def test_megadetector_v5_pickle_needs_the_extra(tmp_path, monkeypatch):
+    """A YOLOv5 pickle (MegaDetector v5's format) is recognised from its contents, whatever its name, and without
+    MegaDetector's package and its YOLOv5 code the error names the extra to install. The pickle is built with a
+    stand-in `models.yolo.Model` class: the real MDv5 weights cannot be downloaded here."""
+    import sys, types
+    from trailnb.models import inspect_model_file
+    yolo = types.ModuleType("models.yolo")
+    exec("import torch\nclass Model(torch.nn.Module):\n    pass", yolo.__dict__)
+    yolo.Model.__module__ = "models.yolo"
+    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))
+    monkeypatch.setitem(sys.modules, "models.yolo", yolo)
+    torch.save({"model": yolo.Model()}, tmp_path / "detector.pt")
+    monkeypatch.delitem(sys.modules, "models.yolo"); monkeypatch.delitem(sys.modules, "models")
+    assert inspect_model_file(tmp_path / "detector.pt")["kind"] == "yolov5"
+    monkeypatch.setitem(sys.modules, "yolov5", None)  # as on any machine without trailnb[megadetector]
+    with pytest.raises(ModelError, match=r"pip install 'trailnb\[megadetector\]'"):
+        load_detector(tmp_path / "detector.pt")
+
+
+def test_unknown_files_get_one_clear_error(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.pt", "JPEG")
+    torch.save({"epoch": 3, "notes": "x"}, tmp_path / "dict.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    for f, what in [("photo.pt", "a JPEG image"), ("dict.pt", "a PyTorch file holding a dict with keys ['epoch', 'notes']"),
+                    ("module.pt", "a pickled Python object that needs torch.nn.modules.linear.Linear")]:
+        with pytest.raises(ModelError) as e:
+            load_detector(tmp_path / f)
+        assert f"it looks like {what}" in str(e.value) and "Accepted: a trailnb checkpoint" in str(e.value), str(e.value)
