@@ -14,7 +14,7 @@ interpolated envelope with the trapezoid rule and keeps 300; and its validator (
 to a multiple of 32 plus half a stride, so the model sees other pixels than `predict` gives it. The third
 column (Ultralytics val with rect=False) removes that last difference, and pycocotools with 300 boxes per image
 (Ultralytics' max_det) removes the next; what remains is the integration rule, which `integration_bound`
-bounds (1/(2n) + 1/101 + the tail to recall 1, per class). The script exits 1 if any gap exceeds its bound.
+bounds (1/(2n) + 1/101 for a class of n boxes, averaged over classes). The script exits 1 if any gap exceeds its bound.
 """
 import argparse, os, sys, tempfile, time
 from pathlib import Path
