@@ -121,8 +121,13 @@ def test_label_studio_loop(label_studio, tmp_path):
     finally:
         srv.stop()
 
-    # a restarted backend serves the latest accepted model
-    assert LabelStudioBackend(**kw).version == v1
+    # a restarted backend serves the latest accepted model; with accept="better" a round swaps only a better model
+    again = LabelStudioBackend(**{**kw, "accept": "better"})
+    assert again.version == v1
+    r2 = again.train_round(pid)
+    new, old = r2["metrics"]["heldout_AP"], r2["metrics"]["served_heldout_AP"]
+    assert r2["accepted"] == (new > old) and again.history.entries[-1]["accepted"] == r2["accepted"]
+    assert again.version == (r2["version"] if r2["accepted"] else v1)
 
     # push: a results file of trailnb predictions becomes tasks with pre-annotations in a second project
     from trailnb.results import ImageResult, write_results
