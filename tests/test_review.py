@@ -226,6 +226,8 @@ def test_run_review_from_files(camtrap):
         assert (run.counts.tp, run.counts.fp, run.counts.fn) == (ref.tp, ref.fp, ref.fn)
         assert run.counts.fp > 0 and run.session is None
         assert "false_positives" in run.views and load_review(name).persistent
+        M = match_dataset(run.ground_truth, run.predictions).at(0.05)   # what the run reviewed, for galleries
+        assert (M.tp, M.fp, M.fn) == (ref.tp, ref.fp, ref.fn)
     finally:
         run.dataset.delete()
 
