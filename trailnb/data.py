@@ -775,6 +775,16 @@ def _draw_animal(dr: ImageDraw.ImageDraw, cls: int, x0, y0, x1, y1, color):
         dr.rectangle([x0, y0, x0 + 0.75 * w, y0 + 0.75 * h], fill=color)
         dr.ellipse([x0 + 0.6 * w, y0 + 0.4 * h, x1, y1], fill=color)
 
+def _night_ir(im: Image.Image, mask: Image.Image) -> Image.Image:
+    "An infrared night frame of day frame `im`: greyscale, a dim scene lit from the camera, bright flash-lit animals (`mask`)."
+    W, H = im.size
+    lum, m = np.asarray(im.convert("L"), np.float32) / 255, np.asarray(mask, np.float32) / 255
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    flash = np.exp(-((xx - W / 2) / (0.6 * W)) ** 2 - ((yy - 0.8 * H) / (0.6 * H)) ** 2)  # strongest on the near ground
+    ir = 0.5 * lum * flash * (1 - m) + m * (0.45 + 0.5 * lum)
+    ir = Image.fromarray((ir.clip(0, 1) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    return ImageOps.autocontrast(ir, cutoff=1)
+
 def make_synthetic_dataset(out_dir, # folder to write `annotations.json` and `images/camNN/*.jpg` into
                            n: int = 40, # number of images
                            classes=("deer", "fox", "bird"), # class names (1 to 8); each gets its own shape and colour
@@ -783,7 +793,7 @@ def make_synthetic_dataset(out_dir, # folder to write `annotations.json` and `im
                            cameras: int = 3, # number of camera subfolders
                            burst: int = 4, # typical frames per burst (3 to 5 for the default)
                            empty_frac: float = 0.15, # about this fraction of bursts has no animal
-                           night_frac: float = 0.25, # about this fraction of bursts is greyscale night frames
+                           night_frac: float = 0.25, # about this fraction of bursts is infrared night frames
                           ) -> Path:
     "Write a small synthetic camera-trap COCO dataset (images in camera subfolders, bursts, EXIF times); returns the JSON path."
     out_dir = Path(out_dir); classes = list(classes)
@@ -808,13 +818,14 @@ def make_synthetic_dataset(out_dir, # folder to write `annotations.json` and `im
         for f in range(blen):
             arr = bgs[cam] * rng.uniform(0.85, 1.1) + rng.normal(0, 0.03, (H, W, 1)).astype(np.float32)
             im = Image.fromarray((arr.clip(0, 1) * 255).astype(np.uint8)); dr = ImageDraw.Draw(im)
+            mask = Image.new("L", (W, H), 0); mdr = ImageDraw.Draw(mask)
             boxes, labels = [], []
             for c, x, y, bw, bh, vx in objs:
                 x = float(np.clip(x + vx * f, 0, W - bw))
                 col = tuple(int(v * rng.uniform(0.85, 1.1)) for v in _SHAPES[c][0])
-                _draw_animal(dr, c, x, y, x + bw, y + bh, col)
+                _draw_animal(dr, c, x, y, x + bw, y + bh, col); _draw_animal(mdr, c, x, y, x + bw, y + bh, 255)
                 boxes.append([x, y, x + bw, y + bh]); labels.append(c)
-            if night: im = ImageOps.autocontrast(im.convert("L").filter(ImageFilter.GaussianBlur(0.8)), cutoff=1)
+            if night: im = _night_ir(im, mask)
             counters[cam] += 1; t = t0 + dt.timedelta(seconds=f)
             rel = f"images/cam{cam + 1:02d}/IMG_{counters[cam]:04d}.jpg"
             ex = Image.Exif(); ex.get_ifd(0x8769)[0x9003] = t.strftime("%Y:%m:%d %H:%M:%S"); ex[0x010F] = "trailnb synthetic"

@@ -4,48 +4,99 @@
 
 # %% ../nbs/91_demo.ipynb #86cc4ae5
 from __future__ import annotations
-import time
+import shlex, time
 from pathlib import Path
 from .core import seed_everything, write_json
 
 # %% auto #0
-__all__ = ['run_demo']
+__all__ = ['train_command', 'sort_check', 'DemoResult', 'run_demo']
 
-# %% ../nbs/91_demo.ipynb #aaeb23bb
+# %% ../nbs/91_demo.ipynb #ffbc9239
+def train_command(settings: dict, # `TrainConfig` fields and values, as passed to `trailnb.train.train`
+                 ) -> str:
+    "The `trailnb train ...` command line whose flags give the same `TrainConfig` as `train(**settings)`."
+    args = ["trailnb", "train"]
+    for k, v in settings.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool): args.append(flag if v else f"--no-{k.replace('_', '-')}")
+        elif isinstance(v, (list, tuple)): args += [flag, *map(str, v)]
+        elif v is None: args += [flag, "none"]
+        else: args += [flag, str(v)]
+    return shlex.join(args)
+
+# %% ../nbs/91_demo.ipynb #539b2ccb
+def sort_check(card, # `DetectionDataset` of the card, with ground truth
+               images_root, # folder the card's photos were sorted from (the inference input)
+               sorted_root, # folder holding `detected/` and `empty/` (the inference output)
+              ) -> dict:
+    "Counts and fractions of animal photos found in `detected/` and of empty photos found in `empty/`."
+    root, out = Path(images_root).resolve(), Path(sorted_root)
+    animal = {r.path.resolve().relative_to(root).as_posix(): len(r.boxes) > 0 for r in card.images}
+    det = {p.relative_to(c).as_posix() for c in (out / "detected").glob("*") for p in c.rglob("*") if p.is_file()}
+    emp = {p.relative_to(out / "empty").as_posix() for p in (out / "empty").rglob("*") if p.is_file()}
+    a, e = [k for k, v in animal.items() if v], [k for k, v in animal.items() if not v]
+    n_a, n_e = sum(k in det for k in a), sum(k in emp for k in e)
+    return {"animal_photos": len(a), "animal_in_detected": n_a, "animal_frac": n_a / len(a) if a else float("nan"),
+            "empty_photos": len(e), "empty_in_empty": n_e, "empty_frac": n_e / len(e) if e else float("nan")}
+
+# %% ../nbs/91_demo.ipynb #b1f4f4fc
 def _say(msg: str): print(f"\n== {msg}", flush=True)
 
-def run_demo(out="demo_out",  # folder for everything the demo writes (created; an existing demo there is replaced stage by stage)
-             n: int = 48,  # number of synthetic training images
-             epochs: int = 12,  # training epochs
+class DemoResult(dict):
+    "What `run_demo` measured and wrote (a dict); `summary()` is the few lines that say whether the loop works."
+    def summary(self) -> str:
+        s, r = self["sort"], self.get("review")
+        lines = [f"held-out AP50 {self['AP50']:.3f} (" + ", ".join(f"{c} {v:.3f}" for c, v in self["AP50_per_class"].items())
+                 + f") on {self['val_images']} images of held-out sequences",
+                 f"new memory card, sorted at score >= {self['sort_thresh']:.3f}: {s['animal_frac']:.0%} of "
+                 f"{s['animal_photos']} photos with animals in detected/, {s['empty_frac']:.0%} of {s['empty_photos']} "
+                 "empty photos in empty/"]
+        if r: lines.append(f"review ({r['false_positives']} false positives, {r['false_negatives']} false negatives at "
+                           f"score >= {r['score_thresh']:g}): {self['review_command']}")
+        return "\n".join(lines + [f"demo wall time {self['wall_s']:.0f} s"])
+    def __repr__(self): return self.summary()
+
+def run_demo(out="demo_out",  # folder for everything the demo writes (created; a new run folder each time)
+             n: int = 240,  # number of synthetic camera-trap images to train and validate on
+             cameras: int = 6,  # camera folders (each its own scene) in that dataset
+             val_frac: float = 0.25,  # fraction of them held out for validation, as whole sequences
+             arch: str = "yolov8n",  # detector architecture (see trailnb.models.list_architectures)
+             max_dim: int = 192,  # input size (longer image side, pixels)
+             epochs: int = 25,  # training epochs
+             batch_size: int = 16,  # images per training step
              seed: int = 0,  # seed for data, split and training
-             arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn",  # detector architecture
-             max_dim: int = 320,  # input size (longer side, pixels)
-             new_photos: int = 16,  # synthetic "new memory card" images for inference
+             new_photos: int = 60,  # photos on the synthetic "new memory card" to sort
+             review: bool = True,  # build the FiftyOne review of the validation set at the end
+             review_name: str = "trailnb-demo",  # its FiftyOne dataset name (a previous demo's is replaced)
              ) -> dict:
-    "Run the whole trailnb pipeline on generated data; returns the paths of what it wrote."
+    "Run the whole trailnb pipeline on generated data; prints each stage, returns what it measured and the paths it wrote."
     import matplotlib; matplotlib.use("Agg") if not _in_notebook() else None
     from trailnb.data import make_synthetic_dataset, validate_dataset, split_by_sequence, show_samples, save_coco
-    out = Path(out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); paths = {}
+    out = Path(out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); res = DemoResult()
     seed_everything(seed)
 
-    _say(f"1. data: {n} synthetic camera-trap images")
-    ann = make_synthetic_dataset(out / "data", n=n, seed=seed)
-    ds, report = validate_dataset(ann, progress=False)
+    _say(f"1. data: {n} synthetic camera-trap images from {cameras} cameras")
+    ds, report = validate_dataset(make_synthetic_dataset(out / "data", n=n, seed=seed, cameras=cameras), progress=False)
     print(report)
 
-    _say("2. split by sequence (frames of one burst never straddle train and val)")
-    train_ds, val_ds = split_by_sequence(ds, val_frac=0.25, seed=seed)
-    print(f"train: {len(train_ds)} images / {train_ds.num_boxes} boxes; val: {len(val_ds)} images / {val_ds.num_boxes} boxes")
-    paths["train_json"] = save_coco(train_ds, out / "data" / "train.json")
-    paths["val_json"] = save_coco(val_ds, out / "data" / "val.json")
+    _say("2. split by sequence (frames of one burst never straddle train and val; val gets every class)")
+    train_ds, val_ds = split_by_sequence(ds, val_frac=val_frac, seed=seed)
+    for part in (train_ds, val_ds): print(f"{part.name}: {len(part)} images, boxes per class {part.class_counts()}")
+    res["train_json"] = save_coco(train_ds, out / "data" / "train.json")
+    res["val_json"] = save_coco(val_ds, out / "data" / "val.json"); res["val_images"] = len(val_ds)
     fig = show_samples(train_ds, n=8, ncols=4, seed=seed)
-    paths["samples"] = out / "samples.png"; fig.savefig(paths["samples"], dpi=80); _show(fig)
-    print(f"grid of labelled images: {paths['samples']}")
-    paths.update(_train_evaluate_infer(out, paths, epochs, seed, arch, max_dim, new_photos))
-    _say(f"done in {time.time() - t0:.0f} s; everything is in {out}/")
-    for k, v in paths.items(): print(f"  {k}: {v}")
-    write_json(out / "demo_outputs.json", {k: str(v) for k, v in paths.items()})
-    return paths
+    res["samples"] = out / "samples.png"; fig.savefig(res["samples"], dpi=80); _show(fig)
+    print(f"grid of labelled images: {res['samples']}")
+    settings = dict(data=str(res["train_json"]), val_data=str(res["val_json"]), arch=arch, max_dim=max_dim, epochs=epochs,
+                    batch_size=batch_size, seed=seed, out=str(out / "runs"))
+    det = _train(out, settings, res)
+    _evaluate(out, val_ds, det, res)
+    _sort_card(out, new_photos, seed, res)
+    if review: _review(val_ds, det, review_name, res)
+    res["wall_s"] = time.time() - t0
+    _say(f"done in {res['wall_s']:.0f} s of wall time; everything is in {out}/ (the summary is the result's `summary()`)")
+    write_json(out / "demo_outputs.json", {k: (str(v) if isinstance(v, Path) else v) for k, v in res.items()})
+    return res
 
 def _in_notebook() -> bool:
     try:
@@ -59,31 +110,65 @@ def _show(fig):
         from IPython.display import display; display(fig)
     plt.close(fig)
 
-def _train_evaluate_infer(out: Path, paths: dict, epochs: int, seed: int, arch: str, max_dim: int, new_photos: int) -> dict:
-    "Stages 3–6: train on the train split, evaluate on val, run inference on new photos and sort them."
+# %% ../nbs/91_demo.ipynb #de321d89
+def _train(out: Path, settings: dict, res: dict):
+    "Stage 3: train with `settings` (printed as the equivalent command line first); returns the best detector."
     from trailnb.train import train, plot_history
-    from trailnb.data import load_coco, make_synthetic_dataset
-    from trailnb.evaluate import evaluate
-    from trailnb.infer import run_inference
-    res = {}
-    _say(f"3. train {arch} from scratch for {epochs} epochs at {max_dim} px")
-    run = train(data=str(paths["train_json"]), val_data=str(paths["val_json"]), arch=arch, max_dim=max_dim, epochs=epochs,
-                batch_size=4, lr=0.02, warmup_epochs=1, seed=seed, workers=0, out=str(out / "runs"), name=f"demo-{int(time.time())}")
-    res["checkpoint"] = run.run_dir / "best.pt"
+    _say(f"3. train {settings['arch']} from scratch: {settings['epochs']} epochs at {settings['max_dim']} px")
+    res["train_command"] = train_command(settings)
+    print(f"the same training from a shell:\n  {res['train_command']}", flush=True)
+    run = train(**settings)
+    res["run_dir"], res["checkpoint"] = run.run_dir, run.run_dir / "best.pt"
     fig = plot_history(run.history, "AP"); res["training_curves"] = out / "training_curves.png"
     fig.savefig(res["training_curves"], dpi=80); _show(fig)
+    return run.detector
 
+def _evaluate(out: Path, val_ds, det, res: dict):
+    "Stage 4: COCO metrics of `det` on the held-out sequences, and the sorting threshold that keeps 95% of their animal photos."
+    from trailnb.evaluate import evaluate
     _say("4. evaluate on the held-out sequences (COCO metrics through pycocotools)")
-    val_ds = load_coco(paths["val_json"])
-    report = evaluate(val_ds, run.detector, score_thresh=0.5, note="synthetic demo data, held-out sequences")
+    report = evaluate(val_ds, det, score_thresh=det.usual_thresholds["sort"], note="synthetic demo data, held-out sequences")
     print(report.summary())
     report.save(out / "evaluation"); res["evaluation"] = out / "evaluation"
+    res["AP50"] = float(report.metrics["AP50"])
+    res["AP50_per_class"] = {r["class"]: float(r["AP50"]) for r in report.per_class}
+    il = report.image_level  # the sorting threshold comes from the held-out sequences, never from the card it sorts
+    if il.get("suggested_thresh"):
+        res["sort_thresh"] = float(il["suggested_thresh"])
+        res["sort_thresh_from"] = f"the score that keeps {il['target_recall']:.0%} of the held-out animal photos (stage 4)"
+    else: res["sort_thresh"], res["sort_thresh_from"] = det.usual_thresholds["sort"], "the detector's default"
     fig = report.plot_summary(); _show(fig)
 
-    _say(f"5. a new memory card: {new_photos} unseen synthetic photos -> results files, sorted folders, drawn boxes")
-    card = make_synthetic_dataset(out / "new_card", n=new_photos, seed=seed + 1000).parent / "images"
-    summary = run_inference(model=str(res["checkpoint"]), input=str(card), out=str(out / "inference"), sort="copy", draw=True,
-                            workers=0, sort_thresh=0.5)
+def _sort_card(out: Path, new_photos: int, seed: int, res: dict):
+    "Stage 5: a new memory card from new cameras, half its bursts empty: results files, sorted folders, drawn boxes."
+    from trailnb.data import load_coco, make_synthetic_dataset
+    from trailnb.infer import run_inference
+    _say(f"5. a new memory card: {new_photos} photos from new cameras -> results files, sorted folders, drawn boxes")
+    card = load_coco(make_synthetic_dataset(out / "new_card", n=new_photos, seed=seed + 1000, empty_frac=0.5))
+    images = out / "new_card" / "images"
+    print(f"sorting threshold {res['sort_thresh']:.3f}: {res['sort_thresh_from']}")
+    summary = run_inference(model=str(res["checkpoint"]), input=str(images), out=str(out / "inference"), sort="copy",
+                            sort_thresh=res["sort_thresh"], draw=True, workers=0)
     print(summary)
     res["inference"] = out / "inference"
-    return res
+    res["sort"] = s = sort_check(card, images, out / "inference")
+    print(f"checked against the card's ground truth: {s['animal_in_detected']}/{s['animal_photos']} photos with animals "
+          f"in detected/, {s['empty_in_empty']}/{s['empty_photos']} empty photos in empty/")
+
+def _review(val_ds, det, name: str, res: dict):
+    "Stage 6: the FiftyOne review of the validation set: ground truth, predictions, evaluation, saved views."
+    from trailnb.review import (ReviewConfig, evaluate_fiftyone, false_negatives, false_positives, save_review_views,
+                                to_fiftyone)
+    _say("6. review: FiftyOne dataset of the validation set with ground truth and predictions")
+    preds = det.predict([r.path for r in val_ds.images], score_thresh=det.usual_thresholds["score"])
+    fds = to_fiftyone(val_ds, preds, name=name, overwrite=True)
+    thresh = ReviewConfig().score_thresh
+    evaluate_fiftyone(fds, score_thresh=thresh)
+    views = save_review_views(fds)
+    res["review"] = {"dataset": fds.name, "images": len(fds), "score_thresh": thresh,
+                     "false_positives": len(false_positives(fds)), "false_negatives": len(false_negatives(fds))}
+    res["review_command"] = f"trailnb review --open {shlex.quote(fds.name)} --app"
+    print(f"FiftyOne dataset {fds.name!r}: {len(fds)} images; at score >= {thresh:g}: "
+          f"{res['review']['false_positives']} false positives, {res['review']['false_negatives']} false negatives; "
+          f"saved views: {', '.join(views)}")
+    print(f"open it in the FiftyOne App:\n  {res['review_command']}")
