@@ -34,8 +34,9 @@ $(STAMP): constraints.txt setup.py settings.ini
 demo: $(STAMP)
 	$(BIN)/trailnb demo --out $(DEMO_OUT)
 
-# The CI test command: sync checks, notebook tests, then the pytest suite.
-test: $(STAMP) sync-check nbtest pytest
+# The CI test command: sync checks, notebook tests, then the pytest suite (with a real Label Studio server,
+# installed into its own environment .venv-labelstudio because its pins clash with ours).
+test: $(STAMP) sync-check nbtest labelstudio-env pytest
 
 sync-check: $(STAMP)
 	PATH=$(BIN):$$PATH bash .ci/sync_check.sh
@@ -52,7 +53,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests/ -q -rs --runslow
 
 export: $(STAMP)
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+	$(BIN)/nbdev_export && $(BIN)/python tools/sync_workflow_params.py && $(BIN)/nbdev_clean
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -28,7 +28,8 @@ setuptools.setup(
     # the papermill workflow notebooks, for `trailnb run` from an installed package
     data_files=[('share/trailnb/workflows', sorted(glob.glob('nbs/workflows/*.ipynb')))],
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    # megadetector: MegaDetector v5 (YOLOv5) files through MegaDetector's own package
+    extras_require={'dev': dev_requirements, 'megadetector': shlex.split(cfg.get('megadetector_requirements', ''))},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),

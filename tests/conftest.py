@@ -20,6 +20,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes minutes on 2 CPU cores; runs with --runslow")
+    config.addinivalue_line("markers", "labelstudio: needs Label Studio's own venv (make labelstudio-env); "
+                                       "skipped locally without it, fails in CI")
 
 
 def pytest_collection_modifyitems(config, items):
