@@ -198,3 +198,19 @@ def test_load_dataset_detects_formats():
     assert load_dataset(SQ / "label_studio_export").classes == ["animal"]  # folder with one JSON: COCO
     with pytest.raises(DataError, match="not found"):
         load_dataset(SQ / "no_such_thing")
+
+
+def test_an_unreadable_file_is_reported_after_ultralytics_patched_pil(tmp_path):
+    """Ultralytics replaces PIL.Image.open on import (it loads pi-heif on the first unreadable file): a non-image is
+    still listed as unreadable, never a crash (a missing pi-heif used to raise ModuleNotFoundError)."""
+    from trailnb.data import make_synthetic_dataset, validate_dataset
+    from trailnb.yolo import import_ultralytics
+    import_ultralytics()
+    import PIL.Image
+    assert PIL.Image.open.__module__.startswith("ultralytics")  # the patch this test is about is in place
+    data = make_synthetic_dataset(tmp_path / "syn", n=3, classes=("deer",), seed=0, size=(96, 64))
+    ds = load_coco(data)
+    ds.images[1].path.write_bytes(b"not an image")
+    clean, report = validate_dataset(ds, progress=False)
+    assert [(p.kind, p.file) for p in report.problems] == [("unreadable_image", ds.images[1].file_name)]
+    assert len(clean) == 2
