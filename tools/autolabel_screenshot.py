@@ -17,11 +17,11 @@ follows the slider and the prompts, the batch run finishes, no widget error or t
 made no request off 127.0.0.1.
 """
 from __future__ import annotations
-import argparse, json, os, secrets, shutil, subprocess, sys, tempfile, urllib.request
+import argparse, os, shutil, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jupyterlab_screenshot import KERNEL_DISPLAY, _code, free_port, shrink_png, stop, wait_for_lab  # noqa: E402
+from jupyterlab_screenshot import _code, shoot_notebook  # noqa: E402
 
 NOTEBOOK_CELLS = [
     {"cell_type": "markdown", "metadata": {}, "source": "# Auto-labelling: try prompts on one image, then label them all\n\n"
@@ -168,62 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-kb", type=int, default=300, help="above this size the PNG is re-saved with a 256-colour palette")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (notebook, logs)")
     a = ap.parse_args(argv)
-    nm = Path(a.node_modules).expanduser().resolve()
-    pw = next((p for p in (nm / "node_modules" / "playwright-core", nm / "playwright-core") if p.is_dir()), None)
-    if pw is None or not Path(a.chromium).exists():
-        print(f"needs playwright-core under {nm} and Chromium at {a.chromium}: see tools/jupyterlab_screenshot.py", file=sys.stderr)
-        return 2
-    out = Path(a.out).expanduser().resolve(); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="alshot-"))
-    nbdir = tmp / "notebooks"
-    for d in (nbdir, tmp / "home", tmp / "jupyter_config", tmp / "jupyter_data", tmp / "lab_workspaces"):
-        d.mkdir(parents=True)
-    nb = {"cells": NOTEBOOK_CELLS, "nbformat": 4, "nbformat_minor": 5,
-          "metadata": {"kernelspec": {"display_name": KERNEL_DISPLAY, "language": "python", "name": "python3"},
-                       "language_info": {"name": "python"}}}
-    (nbdir / "autolabel.ipynb").write_text(json.dumps(nb, indent=1))
-    notif = tmp / "lab_settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notif.parent.mkdir(parents=True); notif.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = dict(os.environ, TRAILNB_HOME=str(tmp / "home"), JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"),
-               JUPYTER_DATA_DIR=str(tmp / "jupyter_data"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab_settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab_workspaces"), NO_PROXY="127.0.0.1,localhost",
-               HF_HUB_OFFLINE="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("MPLBACKEND", None)  # the kernel uses matplotlib-inline
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-           "--allow-root", f"--ServerApp.token={token}", f"--ServerApp.root_dir={nbdir}", "--ServerApp.port_retries=0",
-           "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.news_url=None"]
-    base, ok, proc, r = f"http://127.0.0.1:{port}", False, None, None
-    server_log = tmp / "jupyterlab.log"
-    try:
-        with open(server_log, "w") as logf:
-            proc = subprocess.Popen(cmd, cwd=nbdir, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-            wait_for_lab(f"{base}/api/status?token={token}", proc, a.timeout)
-            results = tmp / "results.json"
-            cfg = dict(playwright=str(pw), chromium=a.chromium, user_data_dir=str(tmp / "chromium_profile"), base=base,
-                       token=token, notebook="autolabel.ipynb", out=str(out), results=str(results), width=a.width,
-                       height=a.height, timeout_ms=int(a.timeout * 1000), arrow_presses=a.arrow_presses,
-                       kernel_display=KERNEL_DISPLAY, python=sys.executable)
-            js = tmp / "alshot.cjs"; js.write_text(NODE_SCRIPT)
-            r = subprocess.run([a.node, str(js), json.dumps(cfg)], cwd=tmp, env=env, timeout=a.timeout * 6)
-            res = json.loads(results.read_text()) if results.exists() else {"error": f"node exited {r.returncode}"}
-        checks = res.get("checks", {})
-        ok = bool(checks) and all(c["ok"] for c in checks.values()) and not res.get("error") and r.returncode == 0
-        if res.get("console_errors"): print("browser console errors:", *res["console_errors"][:10], sep="\n  ")
-        if res.get("error"): print("browser script error:", res["error"], file=sys.stderr)
-        if out.exists() and out.stat().st_size > a.max_kb * 1024: shrink_png(out)
-        if out.exists(): print(f"screenshot: {out} ({out.stat().st_size // 1024} KB)")
-        print("RESULT:", "PASS" if ok else "FAIL", f"({sum(c['ok'] for c in checks.values())}/{len(checks)} checks)")
-    except Exception as e:
-        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        if proc is not None: stop(proc)
-        if not ok and server_log.exists():
-            print("--- JupyterLab log (tail) ---", *server_log.read_text().splitlines()[-40:], sep="\n", file=sys.stderr)
-        if a.keep or not ok: print("kept temp folder:", tmp)
-        else: shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if ok else 1
+    return shoot_notebook(a, NOTEBOOK_CELLS, "autolabel.ipynb", NODE_SCRIPT, extra_env={"HF_HUB_OFFLINE": "1"},
+                          prefix="alshot-")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,17 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (notebook, logs) for inspection")
     a = ap.parse_args(argv)
 
+    return shoot_notebook(a, NOTEBOOK_CELLS, "trailnb_widgets.ipynb", NODE_SCRIPT)
+
+
+def shoot_notebook(a,  # parsed options: out, node_modules, chromium, node, width, height, arrow_presses, timeout, max_kb, keep
+                   cells: list,  # the notebook's cells (see `_code`)
+                   nb_name: str,  # its file name
+                   node_script: str,  # the playwright-core script that drives Chromium and writes results.json
+                   extra_env: dict | None = None,  # more environment for JupyterLab and its kernel
+                   prefix: str = "jlshot-",  # temporary folder prefix
+                   ) -> int:
+    "Write the notebook, start JupyterLab offline, run `node_script` in headless Chromium, check and report; 0 = PASS."
     nm = Path(a.node_modules).expanduser().resolve()
     pw = next((p for p in (nm / "node_modules" / "playwright-core", nm / "playwright-core") if p.is_dir()), None)
     if pw is None:
@@ -247,12 +258,11 @@ def main(argv=None) -> int:
     out = Path(a.out).expanduser().resolve(); out.parent.mkdir(parents=True, exist_ok=True)
     jupyter = Path(sys.executable).with_name("jupyter")
 
-    tmp = Path(tempfile.mkdtemp(prefix="jlshot-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     nbdir, home = tmp / "notebooks", tmp / "trailnb_home"
     for d in (nbdir, home, tmp / "jupyter_config", tmp / "jupyter_data", tmp / "lab_settings", tmp / "lab_workspaces"):
         d.mkdir(parents=True)
-    nb_name = "trailnb_widgets.ipynb"
-    nb = {"cells": NOTEBOOK_CELLS, "nbformat": 4, "nbformat_minor": 5,
+    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
           "metadata": {"kernelspec": {"display_name": KERNEL_DISPLAY, "language": "python", "name": "python3"},
                        "language_info": {"name": "python"}}}
     (nbdir / nb_name).write_text(json.dumps(nb, indent=1))
@@ -266,7 +276,7 @@ def main(argv=None) -> int:
                JUPYTER_DATA_DIR=str(tmp / "jupyter_data"),      # kernels/extensions come from the venv (sys.prefix)
                JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab_settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab_workspaces"),
-               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **(extra_env or {}))
     env.pop("MPLBACKEND", None)  # the kernel uses matplotlib-inline
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port, token = free_port(), secrets.token_hex(16)
@@ -291,7 +301,7 @@ def main(argv=None) -> int:
                        token=token, notebook=nb_name, out=str(out), results=str(results), width=a.width, height=a.height,
                        timeout_ms=int(a.timeout * 1000), arrow_presses=a.arrow_presses, kernel_display=KERNEL_DISPLAY,
                        python=sys.executable)
-            js = tmp / "jlshot.cjs"; js.write_text(NODE_SCRIPT)
+            js = tmp / "shot.cjs"; js.write_text(node_script)
             r = subprocess.run([a.node, str(js), json.dumps(cfg)], cwd=tmp, env=env, timeout=a.timeout * 6)
             res = json.loads(results.read_text()) if results.exists() else {"error": f"node exited {r.returncode}, no results"}
         checks = res.get("checks", {})
@@ -310,6 +320,7 @@ def main(argv=None) -> int:
         if a.keep or not ok: print("kept temp folder:", tmp)
         else: shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
+
 
 
 if __name__ == "__main__":
