@@ -17,11 +17,11 @@ follows the slider and the prompts, the batch run finishes, no widget error or t
 made no request off 127.0.0.1.
 """
 from __future__ import annotations
-import argparse, os, shutil, sys
+import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jupyterlab_screenshot import _code, shoot_notebook  # noqa: E402
+from jupyterlab_screenshot import _code, screenshot_parser, shoot_notebook  # noqa: E402
 
 NOTEBOOK_CELLS = [
     {"cell_type": "markdown", "metadata": {}, "source": "# Auto-labelling: try prompts on one image, then label them all\n\n"
@@ -156,18 +156,8 @@ const changed = (page, before) => page.waitForFunction(b => {
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="docs/autolabel_widget.png", help="PNG to write")
-    ap.add_argument("--node-modules", default=os.environ.get("JLSHOT_NODE_MODULES", "/tmp/jlshot"))
-    ap.add_argument("--chromium", default=os.environ.get("JLSHOT_CHROMIUM", "/usr/bin/chromium"))
-    ap.add_argument("--node", default=shutil.which("node") or "node")
-    ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--height", type=int, default=1100)
-    ap.add_argument("--arrow-presses", type=int, default=10, help="ArrowLeft presses on the threshold slider (0.01 each)")
-    ap.add_argument("--timeout", type=float, default=240, help="seconds for each wait")
-    ap.add_argument("--max-kb", type=int, default=300, help="above this size the PNG is re-saved with a 256-colour palette")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (notebook, logs)")
-    a = ap.parse_args(argv)
+    a = screenshot_parser(__doc__.split("\n")[0], "docs/autolabel_widget.png", 1100, 10,
+                          "ArrowLeft presses on the threshold slider (0.01 each)", 240).parse_args(argv)
     return shoot_notebook(a, NOTEBOOK_CELLS, "autolabel.ipynb", NODE_SCRIPT, extra_env={"HF_HUB_OFFLINE": "1"},
                           prefix="alshot-")
 

@@ -221,21 +221,27 @@ def shrink_png(path: Path) -> None:
     rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, "PNG", optimize=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="docs/jupyterlab_widgets.png", help="PNG to write")
+def screenshot_parser(description: str, out: str, height: int, arrow_presses: int, arrow_help: str,
+                      timeout: float) -> argparse.ArgumentParser:
+    "The options every JupyterLab screenshot tool takes, with its own defaults."
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=out, help="PNG to write")
     ap.add_argument("--node-modules", default=os.environ.get("JLSHOT_NODE_MODULES", "/tmp/jlshot"),
                     help="folder holding node_modules/playwright-core (or node_modules itself)")
     ap.add_argument("--chromium", default=os.environ.get("JLSHOT_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--node", default=shutil.which("node") or "node")
     ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--height", type=int, default=900)
-    ap.add_argument("--arrow-presses", type=int, default=15, help="ArrowRight presses on the threshold slider (0.01 each)")
-    ap.add_argument("--timeout", type=float, default=180, help="seconds for each wait")
+    ap.add_argument("--height", type=int, default=height)
+    ap.add_argument("--arrow-presses", type=int, default=arrow_presses, help=arrow_help)
+    ap.add_argument("--timeout", type=float, default=timeout, help="seconds for each wait")
     ap.add_argument("--max-kb", type=int, default=300, help="above this size the PNG is re-saved with a 256-colour palette")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (notebook, logs) for inspection")
-    a = ap.parse_args(argv)
+    return ap
 
+
+def main(argv=None) -> int:
+    a = screenshot_parser(__doc__.split("\n")[0], "docs/jupyterlab_widgets.png", 900, 15,
+                          "ArrowRight presses on the threshold slider (0.01 each)", 180).parse_args(argv)
     return shoot_notebook(a, NOTEBOOK_CELLS, "trailnb_widgets.ipynb", NODE_SCRIPT)
 
 
