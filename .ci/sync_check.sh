@@ -20,4 +20,6 @@ if [ "$before" != "$after_export" ]; then
 fi
 # The workflow notebooks' parameters cells are generated from the config dataclasses: fail when one lags behind.
 python tools/sync_workflow_params.py --check
+# Outputs kept in a notebook must come from its current code (and its modules' code): see tools/run_nb.py.
+python tools/run_nb.py --check
 echo "sync-check: notebooks clean, package in sync, workflow parameters match their configs"
