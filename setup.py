@@ -29,7 +29,8 @@ setuptools.setup(
     data_files=[('share/trailnb/workflows', sorted(glob.glob('nbs/workflows/*.ipynb')))],
     install_requires=requirements,
     # megadetector: MegaDetector v5 (YOLOv5) files through MegaDetector's own package
-    extras_require={'dev': dev_requirements, 'megadetector': shlex.split(cfg.get('megadetector_requirements', ''))},
+    extras_require={'dev': dev_requirements, 'megadetector': shlex.split(cfg.get('megadetector_requirements', '')),
+                    'onnx': shlex.split(cfg.get('onnx_requirements', ''))},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
