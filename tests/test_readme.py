@@ -1,6 +1,7 @@
-"""README.md tells the truth: every `trailnb` command it shows exists and accepts the flags it is shown with, and
-its "Using it" sequence runs end to end, from a fresh shell, on a tiny synthetic dataset."""
-import json, os, re, shlex, shutil, subprocess, sys
+"""README.md tells the truth: it is what nbs/index.ipynb produces, every `trailnb` command it shows exists and
+accepts the flags it is shown with, and its "Using it" sequence runs end to end, from a fresh shell, on a tiny
+synthetic dataset."""
+import importlib.util, json, os, re, shlex, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ def using_it() -> list[str]:
     "The command lines of the README's \"Using it\" block, in order."
     block = re.search(r"## Using it\n+```bash\n(.*?)```", README, re.S).group(1)
     return [l for l in block.splitlines() if l.strip()]
+
+
+def test_readme_is_produced_from_index():
+    "README.md (and each image it shows from a kept output) is what tools/make_readme.py makes of nbs/index.ipynb."
+    spec = importlib.util.spec_from_file_location("make_readme", ROOT / "tools" / "make_readme.py")
+    make_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_readme)
+    text, images = make_readme.produce()
+    assert README == text, "README.md differs from nbs/index.ipynb: edit the notebook, then `make export`"
+    assert images and all((ROOT / k).read_bytes() == v for k, v in images.items())
 
 
 def test_readme_shows_every_stage_of_the_loop():
