@@ -46,12 +46,19 @@ def _train(model, loader, lr, steps, epoch_start=None):
     return model
 
 
+def _refuse(rank):
+    from trailnb.core import ConfigError
+    raise ConfigError(f"refused on rank {rank}")
+
+
 def _worker(rank, port, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from trailnb.distributed import (all_gather_object, broadcast_object, cleanup, distributed_loader,
-                                     gather_shards, init_distributed, scale_lr, set_epoch, shard_items)
+    from trailnb.core import ConfigError
+    from trailnb.distributed import (all_gather_object, broadcast_object, cleanup, distributed_loader, gather_batches,
+                                     gather_shards, init_distributed, run_on_main, scale_lr, set_epoch, shard_batches,
+                                     shard_items)
     info = init_distributed("cpu")
     try:
         gen = torch.Generator()
@@ -68,6 +75,9 @@ def _worker(rank, port, out):
                "batches": len(loader), "odd": [b.tolist() for b in odd],
                "name": broadcast_object(f"from-{info.rank}"),
                "gathered": gather_shards(shard_items(list(range(7)), info.rank, info.world_size))}
+        res["batched"] = gather_batches([f"p{i}" for i in shard_batches(7, 2, info.rank, info.world_size)], 2)
+        try: run_on_main(_refuse, info.rank)
+        except ConfigError as e: res["error"] = str(e)
         Path(out, f"rank{rank}.json").write_text(json.dumps(res))
     finally: cleanup()
 
@@ -87,7 +97,10 @@ def test_process_group_and_collectives(ranks):
     odd = ranks[0]["odd"] + ranks[1]["odd"]
     assert [len(r["odd"]) for r in ranks] == [3, 3] and odd[-1] == odd[0]
     assert sorted(i for b in odd[:-1] for i in b) == list(range(9))
-    for r in ranks: assert r["gathered"] == list(range(7))  # 7 items sharded and gathered: each once, in order
+    for r in ranks:
+        assert r["gathered"] == list(range(7))  # 7 items sharded and gathered: each once, in order
+        assert r["batched"] == [f"p{i}" for i in range(7)]  # whole batches of 2 sharded and gathered
+        assert r["error"] == "refused on rank 0"  # rank 0's error, raised on every rank
 
 
 def test_ddp_equals_one_process_with_the_global_batch(ranks):
