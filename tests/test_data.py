@@ -77,7 +77,8 @@ def test_round_trips_through_coco_and_yolo(tmp_path):
     assert back.classes == ds.classes
     for a, b in zip(ds, back):
         assert (a.path, a.file_name, a.image_id, a.width, a.height) == (b.path, b.file_name, b.image_id, b.width, b.height)
-        np.testing.assert_array_equal(a.boxes, b.boxes); np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.labels, b.labels)
     tr, va = ds.subset(range(10)), ds.subset(range(10, 14))
     yo = load_yolo(save_yolo(ds, tmp_path / "yolo", {"train": tr, "val": va}))
     assert yo.classes == ds.classes and len(yo) == 14
@@ -90,8 +91,11 @@ def test_round_trips_through_coco_and_yolo(tmp_path):
 
 def _bad_dataset(tmp_path, src_jpg: Path):
     "A COCO dataset with one of each problem a user can cause, built from a real JPEG."
-    root = tmp_path / "imgs"; (root / "camA").mkdir(parents=True); (root / "camB").mkdir()
-    data = src_jpg.read_bytes(); w, h = Image.open(src_jpg).size
+    root = tmp_path / "imgs"
+    (root / "camA").mkdir(parents=True)
+    (root / "camB").mkdir()
+    data = src_jpg.read_bytes()
+    w, h = Image.open(src_jpg).size
     for f in ["ok.jpg", "dup.jpg", "wrongsize.jpg", "camA/same.jpg", "camB/same.jpg", "boxes.jpg"]:
         (root / f).write_bytes(data)
     (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
@@ -161,9 +165,12 @@ def _burst_card(root: Path, bursts: int = 10, frames: int = 3) -> tuple[Path, di
     for b in range(bursts):
         cam = f"cam{b % 2 + 1}"
         for f in range(frames):
-            k += 1; t = t0 + dt.timedelta(minutes=20 * b, seconds=2 * f)
-            rel = f"images/{cam}/IMG_{k:04d}.jpg"; (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            ex = Image.Exif(); ex.get_ifd(0x8769)[0x9003] = t.strftime("%Y:%m:%d %H:%M:%S")
+            k += 1
+            t = t0 + dt.timedelta(minutes=20 * b, seconds=2 * f)
+            rel = f"images/{cam}/IMG_{k:04d}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            ex = Image.Exif()
+            ex.get_ifd(0x8769)[0x9003] = t.strftime("%Y:%m:%d %H:%M:%S")
             Image.new("RGB", (64, 48), (40 * b % 255, 90, 60)).save(root / rel, "JPEG", exif=ex)
             # modification times 5 minutes apart: grouping by them would make every frame its own "burst"
             os.utime(root / rel, (1.7e9 + 300 * k, 1.7e9 + 300 * k))
