@@ -116,6 +116,9 @@ def main(argv=None):
         if a.stale and current: continue
         print(f"running {path.relative_to(ROOT)} ...", flush=True)
         print(f"  {run(path):.0f} s", flush=True)
+        if path.name == "index.ipynb":  # README.md is produced from the front page's cells and outputs
+            import subprocess
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_readme.py")], check=True)
     if stale:
         names = " ".join(str(s.relative_to(ROOT)) for s in stale)
         print(f"FAIL: outputs out of date (the code they came from changed): {names}\n"
