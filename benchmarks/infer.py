@@ -92,11 +92,12 @@ def precision_on_dataset(det, data):
     "COCO AP of fp32 and bf16 inference on a labelled dataset, and how far their detections are apart."
     from trailnb.data import load_coco
     from trailnb.evaluate import evaluate
-    from trailnb.infer import InferItem
-    ds = load_coco(data); items = [InferItem(str(im.path), str(i)) for i, im in enumerate(ds.images)]
+    from trailnb.infer import dataset_items
+    ds = load_coco(data)
+    items = dataset_items(ds)
     res = {}
     for prec in ("fp32", "bf16"):
-        res[prec] = sorted(pipeline(det, items, det.max_dim, precision=prec)[1], key=lambda r: int(r.file))
+        res[prec] = pipeline(det, items, det.max_dim, precision=prec)[1]  # in item order: aligned with ds.images
         m = evaluate(ds, [r.detections for r in res[prec]], score_thresh=0.5).metrics
         print(f"{prec} on {data}: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}")
     print(_agreement_line(agreement(res["fp32"], res["bf16"]), f"{len(items)} images of {data}"))
