@@ -7,8 +7,9 @@ from PIL import Image
 
 from trailnb.core import Detections, class_color
 from trailnb.results import ImageResult, frame_file
-from trailnb.track import (Walker, burst_groups, clips_table, sequence_labels, synthetic_clip, track_clip,
-                           track_frames, track_results, write_synthetic_video, write_track_video)
+from trailnb.track import (Walker, burst_groups, clips_table, save_track_stills, sequence_labels, synthetic_clip,
+                           track_clip, track_frames, track_results, write_synthetic_video, write_track_video,
+                           write_track_videos)
 
 
 def _truth(walkers, n_frames):
@@ -151,3 +152,11 @@ def test_real_video_tracks_and_annotated_copy(tmp_path):
     assert int(c.get(cv2.CAP_PROP_FRAME_COUNT)) == 100 and int(c.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
     c.release()
     assert not list(out.parent.glob("*.part*"))
+    # the same frames as a run's results: one still per counted track, an annotated copy per video
+    res = [ImageResult(frame_file("clip.mp4", n), 640, 260, d, frame_time=n / 10, frame_rate=10.0) for n, d in zip(nums, frames)]
+    rids, sums = track_results(res, tmp_path / "in")
+    stills = save_track_stills(sums, tmp_path / "in", tmp_path / "stills", ["deer", "fox"])
+    assert sorted(p.name for p in stills) == ["track001_deer.jpg", "track002_fox.jpg", "track003_deer.jpg"]
+    assert all(Image.open(p).size[0] >= 50 for p in stills)  # crops around the boxes
+    vids = write_track_videos(res, rids, tmp_path / "in", tmp_path / "tracks", ["deer", "fox"], max_dim=None)
+    assert [p.relative_to(tmp_path / "tracks").as_posix() for p in vids] == ["clip.mp4"]
