@@ -31,7 +31,8 @@ def decoded(paths, max_dim):
     from trailnb.data import load_image
     out = []
     for p in paths:
-        im, s = load_image(p, max_dim); out.append((pil_to_tensor(im).float() / 255, s))
+        im, s = load_image(p, max_dim)
+        out.append((pil_to_tensor(im).float() / 255, s))
     return out
 
 
@@ -51,7 +52,8 @@ def best_of(det, tens, repeat):
     run(det, tens[:2])
     speeds, res = [], None
     for _ in range(repeat):
-        s, res = run(det, tens); speeds.append(s)
+        s, res = run(det, tens)
+        speeds.append(s)
     return max(speeds), res
 
 
@@ -67,14 +69,16 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="timed passes per engine (the best counts)")
     ap.add_argument("--out", help="folder for the model and exports (default: a temporary folder)")
     a = ap.parse_args()
-    os.environ.setdefault("YOLO_OFFLINE", "1"); os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
     import torch
     from trailnb.core import IMAGE_EXTS, sample_data_dir
     from trailnb.data import load_dataset
     from trailnb.evaluate import coco_metrics
     from trailnb.export import export_onnx
     from trailnb.models import load_detector
-    work = Path(a.out or tempfile.mkdtemp(prefix="trailnb-bench-export-")); work.mkdir(parents=True, exist_ok=True)
+    work = Path(a.out or tempfile.mkdtemp(prefix="trailnb-bench-export-"))
+    work.mkdir(parents=True, exist_ok=True)
     if a.model:
         if not a.data: sys.exit("--model needs --data (its labelled held-out set, COCO JSON)")
         pt, val, calib = Path(a.model), Path(a.data), Path(a.calib or a.data)
@@ -83,9 +87,11 @@ def main():
         calib = Path(a.calib) if a.calib else calib
     print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on the machine slows every engine alike)")
-    t = time.perf_counter(); f32 = export_onnx(pt, work / "model.onnx").path
+    t = time.perf_counter()
+    f32 = export_onnx(pt, work / "model.onnx").path
     print(f"export fp32: {time.perf_counter() - t:.0f} s")
-    t = time.perf_counter(); i8 = export_onnx(pt, work / "model.int8.onnx", int8=True, calib=calib).path
+    t = time.perf_counter()
+    i8 = export_onnx(pt, work / "model.int8.onnx", int8=True, calib=calib).path
     print(f"export int8: {time.perf_counter() - t:.0f} s")
     dets = {"torch fp32": load_detector(pt, device="cpu").optimize_for_inference(),
             "ORT fp32": load_detector(f32, device="cpu"), "ORT int8": load_detector(i8, device="cpu")}
@@ -108,7 +114,8 @@ def main():
     for name, r in rows.items():
         print(f"| {name} | {' | '.join(f'{r[c]:.2f}' for c in cols)} | {r['AP50']:.4f} | {r['AP']:.4f} |")
     for c in cols:
-        g1 = rows["ORT fp32"][c] / rows["torch fp32"][c]; g2 = rows["ORT int8"][c] / rows["ORT fp32"][c]
+        g1 = rows["ORT fp32"][c] / rows["torch fp32"][c]
+        g2 = rows["ORT int8"][c] / rows["ORT fp32"][c]
         print(f"{c}: ORT fp32 / torch fp32 = {g1:.2f}x (goal 1.2x: {'met' if g1 >= 1.2 else 'missed'}); "
               f"int8 / ORT fp32 = {g2:.2f}x (goal 1.8x: {'met' if g2 >= 1.8 else 'missed'})")
     d = abs(rows["ORT int8"]["AP50"] - rows["ORT fp32"]["AP50"])
