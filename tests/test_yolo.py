@@ -54,6 +54,18 @@ def test_no_network_and_nothing_in_home(tmp_path):
     assert not (tmp_path / "runs").exists()  # its run folder is ours, not ./runs
 
 
+def test_importing_does_no_work(tmp_path):
+    "`import trailnb.yolo` neither imports Ultralytics nor sets its environment or writes its folder: that is first use."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    env["TRAILNB_HOME"] = str(tmp_path / "home")
+    code = ("import os, sys, trailnb.yolo; "
+            "print(sorted(k for k in os.environ if k.startswith('YOLO_')), 'ultralytics' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split("\n")[-2] == "[] False"
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.fixture(scope="module")
 def synthetic_coco(tmp_path_factory):
     from trailnb.data import make_synthetic_dataset
@@ -83,6 +95,10 @@ def test_unsupported_setting_is_an_error_before_any_work(synthetic_coco, tmp_pat
     with pytest.raises(ConfigError, match="balanced=True"):
         train(data=str(synthetic_coco), arch="yolo11n", balanced=True, out=str(tmp_path), name="x")
     assert not (tmp_path / "x").exists()
+    from trailnb.train import CSVLogger
+    with pytest.raises(ConfigError, match="CSVLogger"):  # callbacks Ultralytics' trainer cannot call are refused, not dropped
+        train(data=str(synthetic_coco), arch="yolo11n", callbacks=[CSVLogger()], out=str(tmp_path), name="y")
+    assert not (tmp_path / "y").exists()
 
 
 def _squirrel_splits(sq):
