@@ -18,7 +18,7 @@ from trailnb.review import (REVIEW_COLORS, ReviewError, align, evaluate_fiftyone
                             false_positives, free_port, from_relative_boxes, launch, load_review, match_dataset,
                             most_errors, review_views, run_review, save_review_views, to_fiftyone)
 
-fo = pytest.importorskip("fiftyone")
+import fiftyone as fo  # noqa: E402 (a requirement; conftest.py set its environment before this import)
 from fiftyone import ViewField as F  # noqa: E402
 
 
@@ -90,6 +90,16 @@ def test_fp_fn_views_match_our_counts(camtrap, review, thresh, iou):
         assert s.eval_fp == int((on & (M.gt < 0)).sum()), r.file_name
     conf = np.array(false_positives(review).values("predictions.confidence"))
     assert (np.diff(conf) <= 0).all() and (conf >= thresh).all()
+
+
+def test_rates_follow_the_evaluation_convention(camtrap):
+    "A review's precision/recall/F1 are evaluation's, the undefined ones included: -1.0 (\"–\" in text), never 1.0."
+    _, gt, preds = camtrap
+    M = match_dataset(gt, preds)
+    for thresh in (0.05, 0.5, 1.01):   # 1.01: above every score, nothing kept, precision is 0/0
+        assert M.at(thresh).rates() == precision_recall_f1(gt, align(gt, preds), score_thresh=thresh)["all"]
+    assert (M.at(1.01).precision, M.at(1.01).recall) == (-1.0, 0.0)
+    assert "precision –" in str(M.at(1.01))
 
 
 def test_counts_follow_from_how_the_pseudo_gt_was_made(camtrap, review, sample_data):
