@@ -6,11 +6,28 @@ import pytest
 import torch
 from PIL import Image
 from trailnb.core import ModelError
-from trailnb.models import build_detector, list_architectures, load_detector, smoke_step
+from trailnb.models import TorchvisionDetector, build_detector, list_architectures, load_detector
 
 TORCHVISION_ARCHS = [a for a, d in list_architectures().items() if d.startswith("[torchvision]") and "<" not in a]
 BACKBONES = ["fasterrcnn_resnet18", "fasterrcnn_efficientnet_b0", "fasterrcnn_convnext_tiny", "fasterrcnn_regnet_y_400mf"]
 HEAVY = {"fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "ssd300_vgg16", "fasterrcnn_convnext_tiny"}
+
+
+def smoke_step(det: TorchvisionDetector, size: int = 96) -> dict:
+    "One SGD step on two random `size`-px images with one box each, then a prediction: a quick self-check."
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.rand(3, size, size, generator=g), torch.rand(3, size * 3 // 4, size, generator=g)]
+    tg = [{"boxes": torch.tensor([[10., 12., 60., 70.]]), "labels": torch.tensor([0])},
+          {"boxes": torch.tensor([[30., 20., 80., 60.]]), "labels": torch.tensor([det.num_classes - 1])}]
+    det.train()
+    opt = torch.optim.SGD([p for p in det.model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    losses = det.losses(imgs, tg)
+    loss = sum(losses.values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    preds = det.eval().predict_tensors(imgs, [1.0, 1.0], score_thresh=0.0)
+    return {"loss": loss.item(), "n_pred": [len(p) for p in preds]}
 
 
 def _param(a):
