@@ -124,3 +124,17 @@ def test_learns_squirrels_from_scratch(tmp_path):
     assert len(val) == 4 and not {r.file_name for r in val.images} & {r.file_name for r in trained_on.images}
     m = evaluate(load_detector(res.run_dir / "last.pt"), val)
     assert m["AP50"] >= 0.9, m
+
+
+def test_callbacks_are_checked_and_never_dropped(syn, tmp_path):
+    "A callback the loop would never call is an error, and so is any callback given to a family with its own trainer."
+    class Typo:
+        def on_epoch_ends(self, state): pass
+    class Fine:
+        def on_epoch_end(self, state): pass
+    with pytest.raises(ConfigError, match="did you mean on_epoch_end"):
+        train(data=str(syn), workers=0, out=str(tmp_path), name="typo", callbacks=[Typo()], progress=False)
+    with pytest.raises(ConfigError, match="cannot run trailnb callbacks"):
+        train(data=str(syn), arch="yolo11n", out=str(tmp_path), name="yolo", callbacks=[Fine()], progress=False)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "yolo").exists()  # refused before a run folder exists
+
