@@ -1,6 +1,7 @@
 """Batch inference end to end: MegaDetector's own validator and FiftyOne accept our results, bad files are
-failures, a SIGKILLed run resumes to the same results, sorting never loses or duplicates files, videos."""
-import json, os, signal, subprocess, sys, textwrap, time
+failures, a SIGKILLed run resumes to the same results, sorting never loses or duplicates files, videos, and
+videos and bursts tracked end to end."""
+import csv, json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -232,6 +233,114 @@ def test_video_frames(tiny_model, tmp_path):
     assert validate_batch_results(md)["validation_results"]["errors"] == []
     rows = [r.split(",") for r in s.outputs["csv"].read_text().splitlines()[1:]]
     assert {r[-2] for r in rows if r[0].startswith("clip.mp4/")} == {"0.000", "1.000", "2.000"}
+
+
+class _BlobDetector:
+    """A stand-in detector for synthetic scenes (coloured boxes on a dark ground, `trailnb.track.Walker`): the
+    bright blobs of each decoded image, class by colour. It has what inference uses of a trailnb `Detector`."""
+    arch, megadetector, max_dim, device = "blobs", False, 640, "cpu"
+    usual_thresholds = {"score": 0.05, "sort": 0.5}
+
+    def __init__(self, classes): self.classes = list(classes)
+    def optimize_for_inference(self): return self
+
+    def predict_tensors(self, batch, scales, score_thresh: float = 0.05):
+        import cv2
+        from trailnb.core import Detections, class_color
+        out = []
+        for t, s in zip(batch, scales):
+            rgb = (t.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            n, _, st, _ = cv2.connectedComponentsWithStats((rgb.max(2) > 80).astype(np.uint8))
+            keep = [i for i in range(1, n) if st[i, 4] > 20]
+            boxes = np.array([[st[i, 0], st[i, 1], st[i, 0] + st[i, 2], st[i, 1] + st[i, 3]] for i in keep], float).reshape(-1, 4)
+            cols = [rgb[int((b[1] + b[3]) / 2), int((b[0] + b[2]) / 2)].astype(int) for b in boxes]
+            labs = [int(np.argmin([np.abs(c - class_color(k)).sum() for k in range(len(self.classes))])) for c in cols]
+            out.append(Detections(boxes / s, [0.9] * len(keep), labs))
+        return out
+
+
+def _burst(folder, boxes_per_photo, t0="2024:05:01 06:00:0"):
+    "Photos 2 s apart (EXIF DateTime) with a filled box in its class colour where `boxes_per_photo` has one."
+    from trailnb.core import class_color
+    for k, box in enumerate(boxes_per_photo):
+        img = np.full((120, 160, 3), 30, np.uint8)
+        if box is not None:
+            (x0, y0, x1, y1), label = box
+            img[y0:y1, x0:x1] = class_color(label)
+        p = Path(folder) / f"IMG_{k + 1:04d}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        ex = Image.Exif()
+        ex[0x0132] = f"{t0}{2 * k}"
+        Image.fromarray(img).save(p, quality=95, exif=ex)
+
+
+def test_video_and_bursts_tracked_end_to_end(tmp_path, monkeypatch):
+    """An encoded mp4 (a deer and a fox passing, then a second deer) and two bursts (a deer hidden in the middle
+    photo; three empty photos with a one-photo blip) through `run_inference(track=True)`: exact counts, the
+    hidden-deer photo sorted as detected, the blip's photo as empty, track ids in results MegaDetector's
+    validator accepts, in the CSV and on the drawn copies; stills, clips.csv and an annotated video."""
+    pytest.importorskip("megadetector", reason="install megadetector-utils (--no-deps) + jsonpickle for its validator")
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+    import trailnb.models
+    from trailnb.infer import run_inference
+    from trailnb.results import load_image_results
+    from trailnb.track import Walker, write_synthetic_video
+    classes = ["deer", "fox"]
+    monkeypatch.setattr(trailnb.models, "load_detector", lambda path, device="auto": _BlobDetector(classes))
+    src = tmp_path / "card"
+    write_synthetic_video(src / "cam1" / "clip.mp4", [Walker(0, (40, 70), (6, 0)), Walker(1, (600, 190), (-6, 0), (50, 36), (0, 50)),
+                                                      Walker(0, (960, 190), (-6, 0), frames=(60, 99))], 100, fps=10)
+    _burst(src / "cam2", [([20, 40, 60, 70], 0), None, ([30, 40, 70, 70], 0)])  # the deer is hidden in the middle photo
+    _burst(src / "cam3", [None, ([100, 10, 130, 30], 1), None])  # a one-photo blip
+    (tmp_path / "model.pt").write_bytes(b"stand-in")
+    s = run_inference(model=str(tmp_path / "model.pt"), input=str(src), out=str(tmp_path / "out"), workers=0, device="cpu",
+                      video_every_s=0.5, track=True, track_videos=True, sort="copy", draw=True)
+    by = {c.name: c for c in s.clips}
+    assert sorted(by) == ["cam1/clip.mp4", "cam2/IMG_0001.jpg", "cam3/IMG_0001.jpg"]
+    assert by["cam1/clip.mp4"].counts == {0: 2, 1: 1} and by["cam1/clip.mp4"].max_at_once == {0: 2, 1: 1}
+    assert by["cam2/IMG_0001.jpg"].counts == {0: 1} and not by["cam3/IMG_0001.jpg"].detected
+    assert len(by["cam3/IMG_0001.jpg"].blips) == 1
+    assert "tracked 3 videos/bursts, 2 detected; individuals: deer 3, fox 1; 1 blips set aside" in str(s)
+    out = tmp_path / "out"
+    placed = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*") if p.relative_to(out).parts[0] in ("detected", "empty"))
+    assert "detected/deer/cam2/IMG_0002.jpg" in placed  # hidden in its photo, detected in its burst
+    assert {f"empty/cam3/IMG_000{k}.jpg" for k in (1, 2, 3)} <= set(placed)  # the blip does not pull its burst out
+    assert (out / "detected/deer/cam1/clip.mp4").is_file() and (out / "detected/fox/cam1/clip.mp4").is_file()
+    assert (out / "drawn/cam2/IMG_0001.jpg").is_file()
+    # results files: MegaDetector's validator accepts the per-detection track_id; the CSV has it with frame times
+    v = validate_batch_results(str(s.outputs["md"]))["validation_results"]
+    assert v["errors"] == [] and v["warnings"] == [], v
+    md = json.loads(s.outputs["md"].read_text())
+    vid = next(im for im in md["images"] if im["file"] == "cam1/clip.mp4")
+    assert {d["track_id"] for d in vid["detections"]} == {1, 2, 3} and len(vid["frames_processed"]) == 20
+    assert md["info"]["detector_metadata"]["tracked"] is True
+    rows = list(csv.DictReader(s.outputs["csv"].open()))
+    assert {r["track_id"] for r in rows if r["file"].startswith("cam1/clip.mp4/")} == {"1", "2", "3"}
+    assert {r["frame_time"] for r in rows if r["file"].startswith("cam1/clip.mp4/frame000005")} == {"0.500"}
+    assert [r["track_id"] for r in rows if r["file"].startswith("cam3/") and r["class"]] == ["-1"]
+    _, back, _ = load_image_results(s.outputs["md"])
+    assert {int(i) for r in back if r.file.startswith("cam1/") for i in r.track_ids} == {1, 2, 3}
+    # the per-clip table, the stills of the four counted tracks, the annotated video
+    clips = list(csv.DictReader(s.outputs["clips"].open()))
+    assert [(r["clip"], r["individuals"], r["detected"]) for r in clips] == [
+        ("cam1/clip.mp4", "deer:2 fox:1", "yes"), ("cam2/IMG_0001.jpg", "deer:1", "yes"), ("cam3/IMG_0001.jpg", "-", "no")]
+    assert sorted(p.relative_to(s.outputs["track_stills"]).as_posix() for p in s.outputs["track_stills"].rglob("*.jpg")) == [
+        "cam1/clip_track001_deer.jpg", "cam1/clip_track002_fox.jpg", "cam1/clip_track003_deer.jpg", "cam2/IMG_0001_track001_deer.jpg"]
+    assert (s.outputs["track_videos"] / "cam1" / "clip.mp4").is_file()
+
+
+def test_infer_workflow_with_tracking(tiny_model, tmp_path):
+    "The infer workflow with `track`: the per-clip table and the timeline run (an untrained model: format only)."
+    from trailnb.track import Walker, write_synthetic_video
+    from trailnb.workflows import run_workflow
+    src = tmp_path / "card"
+    write_synthetic_video(src / "cam1" / "clip.mp4", [Walker(0, (40, 70), (6, 0))], 30, fps=10)
+    _burst(src / "cam2", [([20, 40, 60, 70], 0), None, ([30, 40, 70, 70], 0)])
+    run = run_workflow("infer", {"model": str(tiny_model), "input": str(src), "workers": 0, "device": "cpu", "track": True,
+                                 "score_thresh": 0.0, "sort_thresh": 0.0}, out=tmp_path, run_name="inf", progress=False)
+    assert (run / "clips.csv").is_file() and (run / "timeline.png").is_file()
+    rows = list(csv.DictReader((run / "clips.csv").open()))
+    assert [r["clip"] for r in rows] == ["cam1/clip.mp4", "cam2/IMG_0001.jpg"]
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,7 @@ def test_low_scores_extend_tracks_but_do_not_decide():
     shadow = synthetic_clip([Walker(1, (300, 100), (0, 0), score=0.3)], 10)[0]
     assert not track_clip(shadow, thresh=0.5)[1].detected
     assert not track_clip(shadow, thresh=[0.5, 0.5])[1].detected  # per-class thresholds
+    assert track_clip(frames, times, thresh=[0.5, 0.5, 0.5])[1].counts == {0: 1}  # more classes than the clip has
 
 
 def test_herd_counts_and_ids_cover_whole_tracks():
@@ -108,7 +109,11 @@ def test_bursts_hidden_frame_and_blip(tmp_path):
     _photo(tmp_path / "cam1/IMG_0009.jpg", "2024:05:01 07:00:00")  # an hour later: a photo of its own
     res.append(ImageResult("cam1/IMG_0009.jpg", 64, 48, Detections([[1, 1, 9, 9]], [0.9], [0])))
     assert [len(g) for g in burst_groups([r.file for r in res], tmp_path)] == [3, 1, 3]
-    ids, sums = track_results(res, tmp_path)
+    Image.new("RGB", (64, 48)).save(tmp_path / "cam1/copied_1.jpg")  # no EXIF time: never part of a burst,
+    Image.new("RGB", (64, 48)).save(tmp_path / "cam1/copied_2.jpg")  # even with file times a moment apart
+    assert [len(g) for g in burst_groups(["cam1/copied_1.jpg", "cam1/copied_2.jpg"], tmp_path)] == [1, 1]
+    res, sums = track_results(res, tmp_path)
+    ids = {r.file: r.track_ids for r in res}
     by = {s.name: s for s in sums}
     assert set(by) == {"cam1/IMG_0000.jpg", "cam2/IMG_0000.jpg"}  # the lone photo keeps its own decision
     assert by["cam1/IMG_0000.jpg"].detected and by["cam1/IMG_0000.jpg"].counts == {0: 1}
@@ -154,9 +159,10 @@ def test_real_video_tracks_and_annotated_copy(tmp_path):
     assert not list(out.parent.glob("*.part*"))
     # the same frames as a run's results: one still per counted track, an annotated copy per video
     res = [ImageResult(frame_file("clip.mp4", n), 640, 260, d, frame_time=n / 10, frame_rate=10.0) for n, d in zip(nums, frames)]
-    rids, sums = track_results(res, tmp_path / "in")
+    res, sums = track_results(res, tmp_path / "in")
+    assert [r.track_ids.tolist() for r in res] == [a.tolist() for a in ids]
     stills = save_track_stills(sums, tmp_path / "in", tmp_path / "stills", ["deer", "fox"])
-    assert sorted(p.name for p in stills) == ["track001_deer.jpg", "track002_fox.jpg", "track003_deer.jpg"]
+    assert sorted(p.name for p in stills) == ["clip_track001_deer.jpg", "clip_track002_fox.jpg", "clip_track003_deer.jpg"]
     assert all(Image.open(p).size[0] >= 50 for p in stills)  # crops around the boxes
-    vids = write_track_videos(res, rids, tmp_path / "in", tmp_path / "tracks", ["deer", "fox"], max_dim=None)
+    vids = write_track_videos(res, tmp_path / "in", tmp_path / "tracks", ["deer", "fox"], max_dim=None)
     assert [p.relative_to(tmp_path / "tracks").as_posix() for p in vids] == ["clip.mp4"]
