@@ -9,7 +9,7 @@ The rules, kept small so that the result is predictable:
 - a code cell becomes a ```python block without its `#|` directive lines, followed by its outputs:
   text/markdown verbatim (a table; its headings two levels down, so that `# Evaluation` sits below the
   page's own sections), an image as a file in `docs/` linked from README (named by the cell's
-  `#| label: NAME` as `docs/NAME.png`, else by its content), any other text (printed lines, a value's repr)
+  `#| label: NAME` as `docs/NAME.png`, else by its content; its alt text from `#| fig-alt:`), any other text (printed lines, a value's repr)
   as a plain ``` block; stderr (warnings) is left out;
 - `#| hide` leaves a cell and its outputs out, `#| echo: false` shows only its outputs, `#| output: false`
   only its code (Quarto's meanings).
@@ -52,7 +52,7 @@ def _block(text: str, lang: str = "") -> str:
     return f"```{lang}\n{text.rstrip()}\n```"
 
 
-def _outputs(cell: dict, label: str | None, images: dict) -> list[str]:
+def _outputs(cell: dict, label: str | None, images: dict, alt: str | None = None) -> list[str]:
     "README pieces for a code cell's outputs; image files go into `images` ({relative path: bytes})."
     parts, plain = [], []
     def flush():
@@ -70,8 +70,7 @@ def _outputs(cell: dict, label: str | None, images: dict) -> list[str]:
             n = sum(k.startswith(f"docs/{label}") for k in images) if label else 0   # a second figure: NAME-1
             name = f"{label}{'-' + str(n) if n else ''}" if label else f"index-{hashlib.sha1(png).hexdigest()[:10]}"
             images[f"docs/{name}.png"] = png
-            alt = _text(data.get("text/plain", "figure")).strip().strip("<>")
-            parts.append(f"![{label or alt}](docs/{name}.png)")
+            parts.append(f"![{alt or label or 'figure'}](docs/{name}.png)")
         elif "text/markdown" in data:
             flush()
             parts.append(re.sub(r"(?m)^(#{1,4}) ", r"##\1 ", _text(data["text/markdown"]).strip()))
@@ -94,7 +93,8 @@ def produce(nb_path: Path = INDEX) -> tuple[str, dict]:
         d = directives(src)
         if "hide" in d: continue
         if d.get("echo", "").lower() != "false" and _code(src): parts.append(_block(_code(src), "python"))
-        if d.get("output", "").lower() != "false": parts += _outputs(c, d.get("label") or None, images)
+        if d.get("output", "").lower() != "false":
+            parts += _outputs(c, d.get("label") or None, images, d.get("fig-alt") or d.get("fig-cap"))
     return HEADER + "\n\n".join(p for p in parts if p) + "\n", images
 
 
