@@ -241,6 +241,127 @@ def test_distributed_validation_equals_one_process_exactly(tmp_path):
     assert one["AP50"] > 0 and one["AR100"] > 0  # not a trivial zero
 
 
+# ---- distributed inference: the same results as one process, a killed rank resumed -------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    "A tiny from-scratch detector saved as a trailnb checkpoint (its detections are noise, which is fine here)."
+    from trailnb.core import seed_everything
+    from trailnb.models import build_detector
+    seed_everything(0)
+    p = tmp_path_factory.mktemp("model") / "tiny.pt"
+    build_detector(ARCH, ["animal", "person", "vehicle"], weights=None, max_dim=96, device="cpu").save(p)
+    return p
+
+
+def _card(root) -> list:
+    """A card with what real cards hold besides photos: hidden files and folders (macOS `._` forks, `.DS_Store`, a
+    `.thumbnails/` folder), unreadable files, and photos of two orientations; 13 inputs (odd: 2 ranks cannot split
+    it evenly). Returns the keys a run must report."""
+    from PIL import Image
+    import numpy as np
+    keys = []
+    for i in range(10):
+        k = f"cam{i % 3}/{'deep/' if i % 4 == 0 else ''}img{i:02d}.jpg"
+        p = root / k; p.parent.mkdir(parents=True, exist_ok=True)
+        size = (96, 64) if i % 2 else (64, 96)
+        Image.fromarray(np.random.RandomState(i).randint(0, 255, (size[1], size[0], 3), np.uint8)).save(p, quality=90)
+        keys.append(k)
+    (root / "cam0/zero.jpg").write_bytes(b"")
+    (root / "cam1/text.jpg").write_text("not a JPEG")
+    (root / "cam2/trunc.jpg").write_bytes((root / keys[0]).read_bytes()[:300])
+    keys += ["cam0/zero.jpg", "cam1/text.jpg", "cam2/trunc.jpg"]
+    for hidden in ["cam0/._img00.jpg", "cam1/.DS_Store", ".thumbnails/img01.jpg", "cam2/.hidden/img.jpg"]:
+        (root / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (root / hidden).write_bytes((root / keys[1]).read_bytes())
+    return sorted(keys)
+
+
+def _outputs(out) -> dict:
+    "What a run wrote, comparable between runs: results files without run-specific info, and the sorted tree."
+    md = json.loads((out / "results_md.json").read_text())
+    coco = json.loads((out / "results_coco.json").read_text())
+    tree = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.parent != out)
+    return {"md": (md["detection_categories"], md["images"]), "coco": (coco["images"], coco["annotations"]),
+            "csv": (out / "results.csv").read_text(), "tree": tree,
+            "left": sorted(p.name for p in out.glob("checkpoint*"))}
+
+
+@pytest.fixture(scope="module")
+def card_and_ref(tiny_model, tmp_path_factory):
+    from trailnb.infer import run_inference
+    tmp = tmp_path_factory.mktemp("card")
+    keys = _card(tmp / "in")
+    ref = run_inference(model=str(tiny_model), input=str(tmp / "in"), out=str(tmp / "ref"), **RUN)
+    return tmp / "in", keys, ref, _outputs(tmp / "ref")
+
+
+RUN = dict(batch_size=2, workers=0, device="cpu", sort="copy", sort_thresh=0.0, score_thresh=0.0)
+
+
+def _flags(d):
+    return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", v)]
+
+
+def test_sharded_inference_equals_one_process(tiny_model, card_and_ref, tmp_path):
+    src, keys, ref, ref_out = card_and_ref
+    assert sorted([f for f, _ in ref.failures] + [k for k in keys if k not in dict(ref.failures)]) == keys
+    assert len(ref.failures) == 3 and ref.images == 10  # hidden files are not inputs
+    p = _cli("infer", tiny_model, src, "--out", tmp_path / "out", "--nproc", 2, *_flags(RUN))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("images/frames") == 1, p.stdout  # one summary: rank 0's
+    got = _outputs(tmp_path / "out")
+    assert got == ref_out  # same files, detections, failures and sorted tree; no checkpoint left
+    files = [im["file"] for im in got["md"][1]]
+    assert len(files) == len(set(files)) == 13
+
+
+_SLOW_SHARD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    import trailnb.models as M
+    _orig = M.load_detector
+    def _slow(*a, **k):
+        d = _orig(*a, **k); f = d.predict_tensors
+        def g(*a, **k):
+            time.sleep(1.0); return f(*a, **k)
+        d.predict_tensors = g
+        return d
+    M.load_detector = _slow
+    out = Path(sys.argv[3]); out.mkdir(parents=True, exist_ok=True)
+    (out / f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+    from trailnb.infer import run_inference
+    run_inference(model=sys.argv[1], input=sys.argv[2], out=sys.argv[3], checkpoint_every=1, batch_size=2, workers=0,
+                  device="cpu", sort="copy", sort_thresh=0.0, score_thresh=0.0)
+""")
+
+
+def _lines(f): return f.read_bytes().count(b"\n") if f.exists() else 0
+
+
+def test_sigkill_one_rank_then_resume(tiny_model, card_and_ref, tmp_path):
+    "SIGKILL rank 1 part-way; torchrun stops rank 0; `--resume` under torchrun again gives the uninterrupted results."
+    from trailnb.distributed import shard_checkpoint, torchrun_command
+    src, keys, ref, ref_out = card_and_ref
+    out = tmp_path / "out"
+    script = tmp_path / "slow_shard.py"; script.write_text(_SLOW_SHARD)
+    p = subprocess.Popen(torchrun_command(2, [tiny_model, src, out], script=str(script)),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while (_lines(shard_checkpoint(out, 1)) < 2 or _lines(shard_checkpoint(out, 0)) < 2) and p.poll() is None \
+            and time.time() - t0 < 180: time.sleep(0.05)  # a batch of each rank is in
+    assert p.poll() is None, "the slowed-down run finished before it could be killed"
+    os.kill(int((out / "pid1").read_text()), signal.SIGKILL)
+    assert p.wait(timeout=120) != 0  # torchrun reports the failure (and stops rank 0)
+    done = sum(_lines(shard_checkpoint(out, r)) - 1 for r in range(2))
+    assert 2 <= done < 13 and not (out / "results_md.json").exists()
+    r = _cli("infer", tiny_model, src, "--out", out, "--nproc", 2, "--resume", *_flags(RUN))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"({done} from checkpoint)" in r.stdout, r.stdout
+    assert _outputs(out) == ref_out  # nothing lost, nothing twice, no shard left
+
+
 # ---- DDP training through trailnb.train: the same model as one process with the global batch ---------------------
 
 def _dump_params(out, rank):
