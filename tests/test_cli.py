@@ -26,3 +26,12 @@ def test_unknown_command_fails_with_suggestion():
 def test_version():
     from trailnb import __version__
     assert run("--version").stdout.strip() == f"trailnb {__version__}"
+
+
+def test_python_m_trailnb_and_nproc_flags():
+    "`python -m trailnb` is the command (what torchrun runs); train and infer take --nproc (torchrun in several processes)."
+    r = subprocess.run([sys.executable, "-m", "trailnb", "--version"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.startswith("trailnb ")
+    assert "--nproc N" in run("--help").stdout
+    for cmd in ("train", "infer"):
+        assert "--nproc INT" in run(cmd, "--help").stdout
