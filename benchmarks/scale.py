@@ -3,7 +3,8 @@
 Each measurement is a torchrun launch of this file in worker mode (`--worker train|infer`): every process joins
 the group (`trailnb.distributed.init_distributed`: gloo on CPU, NCCL on CUDA), takes its share of the work
 (`distributed_loader` batches / `shard_items` files) and times it between two barriers; rank 0 reports the
-global images/s. Training: a from-scratch detector at --max-dim on synthetic camera-trap images, batch
+global images/s (each run uses every core: 1 process of 2 threads, 2 of 1; and 1 process of 1 thread for
+a core's worth). Training: a from-scratch detector at --max-dim on synthetic camera-trap images, batch
 --batch-size per process (so 2 processes train on twice the images per step), after one warm-up step.
 Inference: `iter_predictions` over each process's shard of the same images. Processes default to the GPUs when
 there are any (one process per GPU), else to CPU processes; it then says what limits the scaling here.
@@ -71,31 +72,41 @@ def run_worker(a):
     cleanup()
 
 
-def measure(kind, nproc, a, tmp):
-    "One torchrun launch of this file as a `kind` worker with `nproc` processes: images/s."
+def measure(kind, nproc, threads, a, tmp):
+    "One torchrun launch of this file as a `kind` worker with `nproc` processes of `threads` threads: images/s."
     from trailnb.distributed import torchrun_command
-    res = tmp / f"{kind}-{nproc}.json"
+    res = tmp / f"{kind}-{nproc}x{threads}.json"
     args = ["--worker", kind, "--result", res, "--data", a.data, "--steps", a.steps, "--max-dim", a.max_dim,
             "--batch-size", a.batch_size, "--device", a.device]
-    threads = str(max(1, (os.cpu_count() or 1) // nproc))  # every run uses all cores: 1 x 2 threads, 2 x 1 thread
     p = subprocess.run(torchrun_command(nproc, args, script=__file__), capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": threads})
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if p.returncode: sys.exit(f"{kind} with {nproc} process(es) failed:\n{p.stderr[-3000:]}")
     r = json.loads(res.read_text())
     return r["images"] / r["seconds"]
 
 
-def limits(nproc_max, device):
-    "A sentence on what bounds the scaling on this machine."
+def limits(rows, device):
+    "What bounds the scaling on this machine, with the measured ratios."
     import torch
     cores, gpus = os.cpu_count(), torch.cuda.device_count()
     if device != "cpu" and gpus:
-        return (f"{gpus} GPU(s): one process per GPU; scaling is bounded by the gradient all-reduce (NCCL) per step "
-                "and by decoding, which needs CPU cores for every GPU.")
-    return (f"{cores} CPU core(s): with {nproc_max} processes each runs on {max(1, cores // nproc_max)} thread(s) "
-            "(OMP_NUM_THREADS), so the processes share the cores one process already used; "
-            "there is no extra compute to gain, only the cost of the gradient all-reduce (gloo) and duplicated "
-            "start-up. On CPU, more processes pay off across machines (or sockets), not on one small machine.")
+        return (f"{gpus} GPU(s), one process per GPU: the scaling is bounded by the gradient all-reduce (NCCL) of every "
+                "step and by JPEG decoding, which needs CPU cores for every GPU; inference also by rank 0's merge.")
+    n = max(p for p, _ in rows)
+    lines = [f"{cores} CPU core(s) here, shared with other jobs."]
+    if (1, 1) in rows and (n, 1) in rows:
+        r, o = rows[(n, 1)], rows[(1, 1)]
+        lines.append(f"{n} processes x 1 thread vs 1 x 1: train x{r['train'] / o['train']:.2f}, infer x{r['infer'] / o['infer']:.2f} "
+                     f"(at most x{min(n, cores)}: one core each; more is noise from the other jobs).")
+    wide = [(p, t) for p, t in rows if p == 1 and t > 1]
+    if wide and (1, 1) in rows:
+        w, o = rows[wide[0]], rows[(1, 1)]
+        lines.append(f"1 process x {wide[0][1]} threads vs 1 x 1: train x{w['train'] / o['train']:.2f}, infer "
+                     f"x{w['infer'] / o['infer']:.2f}: on shared cores OpenMP threads wait for each other, processes do not.")
+    lines.append("What limits the scaling: the cores (each process needs one, and decoding more); then, for training, the "
+                 "gradient all-reduce of every step (gloo over TCP on CPU), and for inference rank 0's merge and writing. "
+                 "On CPU, more processes pay off across machines (or sockets); on GPUs, one process per GPU.")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -114,12 +125,13 @@ def main(argv=None):
     from trailnb.data import make_synthetic_dataset
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     a.data = str(make_synthetic_dataset(tmp / "data", n=a.n, size=(a.max_dim * 2, a.max_dim * 3 // 2), seed=0))
-    rows = {kind: {n: measure(kind, n, a, tmp) for n in a.nproc} for kind in ("train", "infer")}
-    base = a.nproc[0]
-    print(f"{'':8}" + "".join(f"{f'{n} proc images/s':>20}" for n in a.nproc) + f"{'speed-up':>10}")
-    for kind, r in rows.items():
-        print(f"{kind:8}" + "".join(f"{v:20.2f}" for v in r.values()) + f"{r[a.nproc[-1]] / r[base]:10.2f}")
-    print(limits(max(a.nproc), a.device))
+    cores = os.cpu_count() or 1
+    # every run uses all cores (1 process x 2 threads, 2 x 1), and one process on one thread shows a core's worth
+    runs = [(n, max(1, cores // n)) for n in a.nproc] + ([(1, 1)] if cores > 1 and 1 in a.nproc else [])
+    rows = {r: {kind: measure(kind, *r, a, tmp) for kind in ("train", "infer")} for r in runs}
+    print(f"{'processes x threads':22}{'train images/s':>16}{'infer images/s':>16}")
+    for (n, t), r in rows.items(): print(f"{f'{n} x {t}':22}{r['train']:16.2f}{r['infer']:16.2f}")
+    print(limits(rows, a.device))
 
 
 if __name__ == "__main__":

@@ -244,15 +244,7 @@ def test_distributed_validation_equals_one_process_exactly(tmp_path):
 # ---- distributed inference: the same results as one process, a killed rank resumed -------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    "A tiny from-scratch detector saved as a trailnb checkpoint (its detections are noise, which is fine here)."
-    from trailnb.core import seed_everything
-    from trailnb.models import build_detector
-    seed_everything(0)
-    p = tmp_path_factory.mktemp("model") / "tiny.pt"
-    build_detector(ARCH, ["animal", "person", "vehicle"], weights=None, max_dim=96, device="cpu").save(p)
-    return p
+from test_infer import tiny_model  # the inference tests' tiny from-scratch checkpoint (a fixture)
 
 
 def _card(root) -> list:
