@@ -11,7 +11,7 @@ cells are skipped (and lose any output). Progress bars are off while running, so
 bars. After a run the notebook's metadata gets `trailnb.outputs_of`: a hash of its code cells and of the
 source of every `trailnb` module it imports. `--check` (part of the sync check) recomputes that hash; a
 notebook whose code, or whose modules' code, changed since its outputs were made fails with the command that
-refreshes it. Notebooks that keep no outputs are not checked.
+refreshes it; so does a notebook that lost its outputs (e.g. edited as a text draft) and was never re-run.
 """
 from __future__ import annotations
 import argparse, hashlib, json, os, re, sys, time
@@ -48,10 +48,6 @@ def outputs_hash(nb: dict) -> str:
     for s in code_cells(nb): h.update(s.strip().encode() + b"\0")
     for m in imported_modules(nb): h.update(m.encode() + b"\0" + (ROOT / "trailnb" / f"{m}.py").read_bytes())
     return h.hexdigest()[:16]
-
-
-def has_outputs(nb: dict) -> bool:
-    return any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
 
 def stamp_of(nb: dict) -> str | None:
@@ -109,9 +105,9 @@ def main(argv=None):
     stale = []
     for path in notebooks(a):
         nb = json.loads(path.read_text(encoding="utf-8"))
-        current = has_outputs(nb) and stamp_of(nb) == outputs_hash(nb)
+        current = stamp_of(nb) == outputs_hash(nb)
         if a.check:
-            if has_outputs(nb) and not current: stale.append(path)
+            if not current: stale.append(path)
             continue
         if a.stale and current: continue
         print(f"running {path.relative_to(ROOT)} ...", flush=True)
