@@ -2,12 +2,33 @@
 
 Prints images/s for (1) the naive loop simple scripts use (PIL at full size, to tensor, one image at a time,
 a plain torchvision model doing its own resize), (2) trailnb's streaming pipeline (`iter_predictions` after
-`optimize_for_inference`: DataLoader workers, JPEG draft decoding at max_dim, batches) and (3) the model alone
-on pre-decoded tensors, the ceiling for any input pipeline, each in fp32 (the default) and, on a CPU with
-native bfloat16, bf16 (opt-in), with ratios against the naive loop measured in this process. Then peak memory
-of the whole `run_inference` path after --rss-n and 10x as many images, each in a fresh subprocess (goal: flat).
-With --model CKPT --data COCO it also compares fp32 and bf16 AP on labelled images.
-Usage: python benchmarks/infer.py [--n 300] [--naive 40] [--rss-n 300] [--only-rss] [--model M --data D]
+`optimize_for_inference`: JPEG draft decoding at max_dim, batches of one shape, at the package's default batch
+size, workers and threads unless --batch-size/--workers/--threads say otherwise) and (3) the model alone on
+pre-decoded tensors in the very batches the pipeline forms, the ceiling for any input pipeline, each in fp32
+(the default) and, on a CPU with native bfloat16, bf16 (opt-in), with ratios against the naive loop and
+pipeline / model alone. Then peak memory of the whole `run_inference` path after --rss-n and 10x as many
+images, each in a fresh subprocess (goal: flat). With --model CKPT --data COCO it also compares fp32 and bf16
+AP on labelled images. --split measures batch size x decoding workers x torch threads (what `compute_split`'s
+defaults come from); --arch yolov9c --max-dim 640 runs a large YOLO (random weights: speed only).
+It runs against an older trailnb too (PYTHONPATH=a copy of it): then the old loop's own defaults apply.
+
+Measured on a 2-core Xeon (AVX512-BF16/AMX), no GPU, shared with other jobs (load 5-11), the 31 camtrap31
+photos, untrained fasterrcnn_mobilenet_v3_large_320_fpn at 320 px, the old loop (batch 8 padded to a
+batch-wide canvas, 2 workers) and the new one (batches of one shape, batch 1, no worker) run alternately, 2
+rounds. Wall-clock images/s on that machine swung 3x between runs at 2 threads (OpenMP threads wait for each
+other when the system parks one: 2 threads ran 5x slower than 1 there), so compare CPU seconds per image at
+--threads 1 (model alone / pipeline, higher is less overhead):
+                       old loop         new loop
+  fp32                 0.79, 0.80       0.91, 0.92
+  bf16                 0.68, 0.70       0.81, 0.83
+  wall-clock pipeline / model alone at 1 thread: old fp32 0.84, 0.83, bf16 0.84, 0.69; new fp32 0.75, 0.94,
+  bf16 0.79, 0.69 (noise of this size).
+bf16 vs fp32, model alone, CPU s per image: 1.3x less at batch 1 (new default), 1.6-1.7x at batch 8.
+Batch size, one shape, 1 thread, CPU s per image: YOLOv9-c at 640: batch 1 0.65-0.68, batch 8 0.72-0.76;
+this small model at 320: batch 1 0.081-0.086, batch 8 0.071-0.077. Decoding: ~0.01 s of CPU per photo at 320.
+--split on that busy machine (best of 2 rounds, images/s; CPU s per image): 1 thread 10.6-11.0 (0.088-0.094) for
+batch 1 or 8 and 0-2 workers alike; 2 threads 0.6-2.3 (0.35-0.64): threads, not workers or batch, decide there.
+Usage: python benchmarks/infer.py [--n 300] [--naive 40] [--rss-n 300] [--only-rss] [--split] [--model M --data D]
 """
 import argparse, json, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -24,18 +45,40 @@ def _items(n):
     return [InferItem(str(paths[i % len(paths)]), f"rep{i // len(paths)}/{paths[i % len(paths)].name}") for i in range(n)]
 
 
-def _detector(max_dim, model=None):
+def _detector(max_dim, model=None, arch=ARCH):
     from trailnb.core import seed_everything
     from trailnb.models import build_detector, load_detector
     if model: return load_detector(model, device="cpu")
     seed_everything(0)
-    return build_detector(ARCH, ["animal", "person", "vehicle"], weights=None, max_dim=max_dim, device="cpu")
+    return build_detector(arch, ["animal", "person", "vehicle"], weights=None, max_dim=max_dim, device="cpu")
 
 
-def pipeline(det, items, max_dim, batch_size=8, workers=2, precision="fp32"):
-    "images/s of `iter_predictions` (trailnb's streaming pipeline), and its results."
+def split_of(batch_size=None, workers=None, threads=None):
+    "(batch_size, workers, threads) a run uses: the package's defaults for None (an old trailnb: its loop's 8, 2 and torch's)."
+    import torch, trailnb.infer as ti
+    if hasattr(ti, "compute_split"):
+        s = ti.compute_split("cpu", batch_size, workers, threads)
+        return s.batch_size, s.workers, s.threads
+    return batch_size or 8, 2 if workers is None else workers, threads or torch.get_num_threads()
+
+
+def _cpu_s() -> float:
+    "CPU seconds of this process and its finished children (the decoding workers, once joined)."
+    return sum(getattr(resource.getrusage(w), k) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for k in ("ru_utime", "ru_stime"))
+
+
+CPU = {}  # name -> CPU seconds per image of the last measurement (steadier than wall time on a busy machine)
+
+
+def pipeline(det, items, max_dim, batch_size=None, workers=None, precision="fp32", threads=None):
+    "images/s of `iter_predictions` (trailnb's streaming pipeline) at a split, as `run_inference` sets it up, and its results."
+    import torch
     from trailnb.infer import iter_predictions
-    t = time.perf_counter(); res = list(iter_predictions(det, items, max_dim, batch_size, workers, precision=precision))
+    bs, w, th = split_of(batch_size, workers, threads)
+    torch.set_num_threads(th)
+    c, t = _cpu_s(), time.perf_counter(); res = list(iter_predictions(det, items, max_dim, bs, w, precision=precision))
+    CPU["pipeline"] = (_cpu_s() - c) / len(res)
     return len(res) / (time.perf_counter() - t), res
 
 
@@ -50,19 +93,47 @@ def naive(model, items):
     return len(items) / (time.perf_counter() - t)
 
 
-def model_only(det, items, max_dim, batch_size=8, precision="fp32"):
-    "images/s of the model alone on tensors decoded beforehand (the ceiling for any input pipeline)."
+def _model_batches(tens, batch_size):
+    "The batches the pipeline forms: chunks of `batch_size` split by `shape_batches` where the package has it, else plain chunks."
+    import trailnb.infer as ti
+    if not hasattr(ti, "shape_batches"): return [tens[i:i + batch_size] for i in range(0, len(tens), batch_size)]
+    dec = [{"i": i, "img": x, "failure": None, "scale": s} for i, (x, s) in enumerate(tens)]
+    return [[(d["img"], d["scale"]) for d in b] for i in range(0, len(dec), batch_size) for b in ti.shape_batches(dec[i:i + batch_size])]
+
+
+def model_only(det, items, max_dim, batch_size=None, precision="fp32", threads=None):
+    "images/s of the model alone on tensors decoded beforehand, in the pipeline's batches (the ceiling for any input pipeline)."
+    import torch
     from trailnb.core import inference_autocast
     from trailnb.data import load_image
     from torchvision.transforms.v2.functional import pil_to_tensor
+    bs, _, th = split_of(batch_size, None, threads)
     dec = [load_image(it.path, max_dim) for it in items]
     tens = [(pil_to_tensor(im).float() / 255, s) for im, s in dec]
-    with inference_autocast("cpu", precision):
-        det.predict_tensors([tens[0][0]], [tens[0][1]])  # warm-up
-        t = time.perf_counter()
-        for i in range(0, len(tens), batch_size):
-            b = tens[i:i + batch_size]; det.predict_tensors([x for x, _ in b], [s for _, s in b])
+    with inference_autocast("cpu", precision), torch.inference_mode():
+        det.predict_tensors([tens[0][0]], [tens[0][1]])  # warm-up (and Ultralytics' set-up, which sets threads)
+        torch.set_num_threads(th)
+        c, t = _cpu_s(), time.perf_counter()
+        for b in _model_batches(tens, bs): det.predict_tensors([x for x, _ in b], [s for _, s in b])
+        CPU["model"] = (_cpu_s() - c) / len(tens)
     return len(tens) / (time.perf_counter() - t)
+
+
+SPLITS = [(1, 0, 2), (1, 1, 2), (1, 2, 2), (8, 0, 2), (8, 2, 2), (1, 0, 1), (1, 1, 1), (8, 2, 1)]  # (batch, workers, threads)
+
+
+def split_sweep(det, items, max_dim, rounds=2):
+    "images/s of the pipeline at each (batch, workers, threads) of SPLITS, alternating over `rounds`; best of each."
+    pipeline(det, items[:4], max_dim, 1, 0)  # warm-up
+    got, cpu = {k: [] for k in SPLITS}, {k: [] for k in SPLITS}
+    for _ in range(rounds):
+        for k in SPLITS:
+            got[k].append(pipeline(det, items, max_dim, *k[:2], threads=k[2])[0])
+            cpu[k].append(CPU["pipeline"])
+    print(f"split sweep, {len(items)} images, fp32, {rounds} alternating rounds (best, all; CPU s per image, least):")
+    for (bs, w, th), v in got.items():
+        print(f"  batch {bs}, {w} worker(s), {th} thread(s): {max(v):6.2f} images/s  ({', '.join(f'{x:.2f}' for x in v)})"
+              f"  {min(cpu[(bs, w, th)]):.3f} CPU s/image")
 
 
 def agreement(ref, other, thresh=0.2, sort_thresh=0.5):
@@ -149,6 +220,11 @@ def main():
     ap.add_argument("--n", type=int, default=300, help="images for the pipeline (camtrap31 cycled)")
     ap.add_argument("--naive", type=int, default=40, help="images for the slow naive loop")
     ap.add_argument("--max-dim", type=int, default=320, help="decode / model input size (untrained model only)")
+    ap.add_argument("--arch", default=ARCH, help="architecture of the untrained model (e.g. yolov9c with --max-dim 640)")
+    ap.add_argument("--batch-size", type=int, help="pipeline batch size (default: the package's)")
+    ap.add_argument("--workers", type=int, help="pipeline decoding workers (default: the package's)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: the package's)")
+    ap.add_argument("--split", action="store_true", help="measure batch size x workers x threads (SPLITS), then stop")
     ap.add_argument("--model", help="a trained trailnb checkpoint to use instead of an untrained " + ARCH)
     ap.add_argument("--data", help="with --model: a COCO file to compare fp32 and bf16 AP on (e.g. demo_out/data/val.json)")
     ap.add_argument("--bf16", action="store_true", help="also time bf16 on a CPU without native bfloat16")
@@ -157,7 +233,9 @@ def main():
     ap.add_argument("--only-rss", action="store_true", help="skip the speed comparison, run only the memory runs")
     ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.rss_child: return _rss_child(a.rss_child, a.rss_max_dim, workers=2)
+    if a.rss_child: return _rss_child(a.rss_child, a.rss_max_dim, workers=2)  # 2 workers: their memory is measured too
+    if a.split: return split_sweep(_detector(a.max_dim, a.model, a.arch).optimize_for_inference(), _items(a.n),
+                                   a.max_dim if not a.model else None)
     if not a.only_rss: speed(a)
     if a.rss_n: memory(a)
 
@@ -165,22 +243,33 @@ def main():
 def speed(a):
     import copy, torch
     from trailnb.core import cpu_has_bf16
-    det = _detector(a.max_dim, a.model); max_dim = a.max_dim if not a.model else det.max_dim
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {det.arch} "
-          f"({a.model or 'untrained'}), max_dim {max_dim}, CPU bf16 native: {cpu_has_bf16()}")
-    items = _items(a.n); plain = copy.deepcopy(det.model)  # the naive loop gets the plain torchvision model
-    naive(plain, items[:2])  # warm-up
-    r_naive = naive(plain, items[:a.naive]); del plain
+    det = _detector(a.max_dim, a.model, a.arch); max_dim = a.max_dim if not a.model else det.max_dim
+    split = split_of(a.batch_size, a.workers, a.threads)
+    print(f"torch {torch.__version__}, device cpu, {det.arch} ({a.model or 'untrained'}), max_dim {max_dim}, CPU bf16 "
+          f"native: {cpu_has_bf16()}; pipeline: batch {split[0]}, {split[1]} workers, {split[2]} threads")
+    items = _items(a.n)
+    r_naive = None
+    if a.naive and hasattr(det, "model"):
+        plain = copy.deepcopy(det.model)  # the naive loop gets the plain torchvision model
+        naive(plain, items[:2])  # warm-up
+        r_naive = naive(plain, items[:a.naive]); del plain
     det.optimize_for_inference()  # what run_inference does (channels-last weights on CPU)
-    rows = [("naive loop (full-size PIL, 1 image/call)", r_naive, f"{a.naive} images")]
-    res = {}
+    rows = [("naive loop (full-size PIL, 1 image/call)", r_naive, f"{a.naive} images")] if r_naive else []
+    res, ratio, cpu = {}, {}, {}
     for prec in ("fp32", "bf16") if cpu_has_bf16() or a.bf16 else ("fp32",):
-        ips, res[prec] = pipeline(det, items, max_dim, precision=prec)
+        model_only(det, items[:min(len(items), 62)], max_dim, a.batch_size, prec, a.threads)  # warm-up: every input shape once
+        ips, res[prec] = pipeline(det, items, max_dim, a.batch_size, a.workers, prec, a.threads)
+        alone = model_only(det, items[:min(len(items), 62)], max_dim, a.batch_size, prec, a.threads)
+        cpu[prec] = (CPU["pipeline"], CPU["model"])
         rows.append((f"trailnb pipeline, {prec}{' (default)' if prec == 'fp32' else ' (opt-in)'}", ips, f"{a.n} images"))
-        rows.append((f"model alone on pre-decoded tensors, {prec}", model_only(det, items[:32], max_dim, precision=prec),
-                     "ceiling for any input pipeline"))
+        rows.append((f"model alone on pre-decoded tensors, {prec}", alone, "ceiling for any input pipeline"))
+        ratio[prec] = ips / alone
     for name, ips, note in rows:
-        print(f"{name:43s} {ips:7.2f} images/s  {ips / r_naive:5.2f}x  ({note})")
+        print(f"{name:43s} {ips:7.2f} images/s  " + (f"{ips / r_naive:5.2f}x  " if r_naive else "") + f"({note})")
+    print("pipeline / model alone: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items())
+          + (f"; bf16 / fp32: pipeline {rows[-2][1] / rows[-4][1]:.2f}x, model {rows[-1][1] / rows[-3][1]:.2f}x" if "bf16" in ratio else ""))
+    print("CPU s per image, pipeline / model alone: " + ", ".join(f"{k} {p:.3f} / {m:.3f} (model alone is {m / p:.2f} of the pipeline's CPU)"
+                                                                 for k, (p, m) in cpu.items()))
     if "bf16" in res:
         print(_agreement_line(agreement(res["fp32"][:31], res["bf16"][:31]), "the 31 photos")
               + ("" if a.model else " (untrained model: see --model/--data for a real check)"))

@@ -221,3 +221,49 @@ def test_an_unreadable_file_is_reported_after_ultralytics_patched_pil(tmp_path):
     clean, report = validate_dataset(ds, progress=False)
     assert [(p.kind, p.file) for p in report.problems] == [("unreadable_image", ds.images[1].file_name)]
     assert len(clean) == 2
+
+
+@needs_sq
+def test_one_burst_is_split_by_holding_out_its_last_frames(caplog):
+    "The squirrels are one burst: split_by_sequence holds out the last frames (by frame number: no capture times), warns."
+    import logging, re
+    ds = load_coco(SQ / "label_studio_export/result.json", images=SQ / "label_studio_export")
+    with caplog.at_level(logging.WARNING, logger="trailnb"):
+        tr, va = split_by_sequence(ds, val_frac=0.2)
+    frame = lambda r: int(re.search(r"frame(\d+)", r.file_name).group(1))
+    assert (len(tr), len(va)) == (11, 3) and max(map(frame, tr)) < min(map(frame, va))
+    assert "one burst" in caplog.text and "held out its last 3 frame(s)" in caplog.text
+    assert "gap_s" not in caplog.text and "split_random" not in caplog.text   # only names a user can give
+
+
+@pytest.mark.slow  # ~35 s on 2 cores: a real (tiny) training run in a fresh process
+@needs_sq
+def test_readme_train_line_on_the_squirrels_exits_0(tmp_path):
+    "README's `trailnb train --data labels/result.json --images labels/ --arch ...` on the one-burst squirrels, tiny."
+    import os, subprocess, sys
+    from trailnb.cli import COMMANDS
+    lab = SQ / "label_studio_export"
+    line = ["train", "--data", str(lab / "result.json"), "--images", str(lab), "--arch", "fasterrcnn_mobilenet_v3_large_320_fpn",
+            "--epochs", "1", "--max-dim", "64", "--batch-size", "8", "--workers", "0", "--out", str(tmp_path / "runs")]
+    env = {**os.environ, "TRAILNB_HOME": str(tmp_path / "home"), "TRAILNB_PROGRESS": "off"}
+    r = subprocess.run([str(Path(sys.executable).with_name("trailnb")), *line], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "held out its last 3 frame(s)" in r.stderr and "(--val-data FILE)" in r.stderr   # the flag, which exists
+    COMMANDS["train"].parser("train").parse_args(["--val-data", "v.json", "--split", "none"])
+    assert list((tmp_path / "runs").glob("*/best.pt"))
+
+
+@needs_ct
+def test_check_data_on_a_results_file_says_what_it_is(tmp_path, capsys):
+    "check-data on MegaDetector output or a COCO results list: named for what it is, what to do instead, exit 2."
+    from trailnb.cli import main
+    md = CT / "megadetector_v5_results.json"
+    assert main(["check-data", str(md), "--images", str(CT / "images")]) == 2
+    err = capsys.readouterr().err
+    assert "is a MegaDetector results file (detections on 31 images" in err
+    assert f"trailnb sort {md} --images" in err and f"trailnb evaluate --predictions {md}" in err
+    write_json(tmp_path / "res.json", [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.4}])
+    assert main(["check-data", str(tmp_path / "res.json")]) == 2
+    err = capsys.readouterr().err
+    assert "is a COCO results list (1 detections with scores)" in err and "evaluate --predictions" in err

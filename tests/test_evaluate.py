@@ -214,3 +214,23 @@ def test_evaluation_runs_the_data_checks_a_truncated_image_is_listed_and_skipped
     assert rep.settings["n_images"] == 4 and not rep.skipped  # the bad image never reached the detector
     with pytest.raises(DataError, match=bad.file_name):
         run_evaluation(data=str(data), predictions=str(tmp_path / "res.json"), strict=True)
+
+
+def test_a_runs_checkpoint_is_scored_on_the_images_it_held_out(tmp_path, capsys):
+    "evaluate --checkpoint scores the images the run recorded as held out, and says so; --all-images scores all, and says what that measures."
+    from trailnb.cli import main
+    root = make_synthetic_dataset(tmp_path / "syn", n=4, classes=("deer", "fox"), seed=0, size=(96, 64))
+    data = root if root.suffix == ".json" else next(root.glob("*.json"))
+    ds = load_coco(data)
+    held = [ds.images[1].file_name, ds.images[3].file_name]
+    det = models.build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", ["deer", "fox"], weights=None, max_dim=96, device="cpu")
+    ckpt = det.save(tmp_path / "best.pt", train_config={"data": str(data)}, extra={"held_out": held})
+    rep = run_evaluation(data=str(data), checkpoint=str(ckpt), device="cpu", batch_size=2)
+    assert rep.settings["n_images"] == 2 and sorted(rep.settings["scored_images"]) == sorted(held)
+    assert "Scored the 2 of 4 images that the checkpoint's run held out" in rep.summary()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--all-images"]) == 0
+    out = capsys.readouterr().out
+    assert "Scored all 4 images (--all-images): scores on images the model trained on measure nothing" in out
+    old = det.save(tmp_path / "old.pt")  # a checkpoint that records nothing: all images, with a note
+    rep = run_evaluation(data=str(data), checkpoint=str(old), device="cpu", batch_size=2)
+    assert rep.settings["n_images"] == 4 and "does not record which images" in rep.summary()

@@ -207,7 +207,7 @@ def test_sort_twice_with_duplicate_names(tiny_model, tmp_path, mode):
     for n in names:
         hits = [t for t in t1 if t.endswith("/" + n) and not t.startswith("drawn/")]
         assert hits and all(h.count(n) == 1 for h in hits)
-    s2 = run_inference(**kw)
+    s2 = run_inference(**kw, resume=True)  # the same run again, continued: nothing new to place
     assert sum(s2.sort_report.placed.values()) == 0 and not s2.sort_report.conflicts
     assert s2.sort_report.skipped == placed + s1.sort_report.drawn
     assert tree() == t1
@@ -305,7 +305,7 @@ def test_video_and_bursts_tracked_end_to_end(tmp_path, monkeypatch):
     placed = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*") if p.relative_to(out).parts[0] in ("detected", "empty"))
     assert "detected/deer/cam2/IMG_0002.jpg" in placed  # hidden in its photo, detected in its burst
     assert {f"empty/cam3/IMG_000{k}.jpg" for k in (1, 2, 3)} <= set(placed)  # the blip does not pull its burst out
-    assert (out / "detected/deer/cam1/clip.mp4").is_file() and (out / "detected/fox/cam1/clip.mp4").is_file()
+    assert (out / "detected/deer_fox/cam1/clip.mp4").is_file()  # deer and fox in the clip: one folder, as MegaDetector sorts
     assert (out / "drawn/cam2/IMG_0001.jpg").is_file()
     # results files: MegaDetector's validator accepts the per-detection track_id; the CSV has it with frame times
     v = validate_batch_results(str(s.outputs["md"]))["validation_results"]
@@ -435,3 +435,108 @@ def test_agree_megadetector_benchmark(md6_yolo_run, sample_data, tmp_path):
     s, _ = md6_yolo_run
     rnd = agree.main(["--results", str(s.outputs["md"])])
     assert rnd["images"] == 31 and sum(rnd["image_level"].values()) == 31 and rnd["missing_in_ours"] == []
+
+
+# Mixed image sizes through the batch loop. Tolerance: a batch of one shape runs the same convolutions as one
+# image; only matrix products whose row count is the batch's (torchvision's box head over every proposal of the
+# batch) may sum in another order: at most an ulp or two of float32 (~4e-6 px seen on boxes of ~100 px, scores
+# exact). Scores to 1e-5 and boxes to 1e-3 px are far above that rounding and far below what the old padding
+# to a batch-wide canvas changed (scores by ~1e-3, boxes by pixels, detections appearing and disappearing).
+@pytest.mark.parametrize("arch", [ARCH, "yolov8n"])
+def test_detections_do_not_depend_on_batch_or_workers(arch, tmp_path):
+    from trailnb.core import seed_everything
+    from trailnb.infer import InferItem, iter_predictions, torch_threads
+    from trailnb.models import build_detector
+    seed_everything(0)
+    det = build_detector(arch, ["animal", "person", "vehicle"], weights=None, max_dim=96, device="cpu").optimize_for_inference()
+    sizes = [(96, 72), (72, 96), (96, 54), (64, 64), (96, 72), (96, 54), (72, 96), (96, 72)]
+    items = []
+    for i, (w, h) in enumerate(sizes):
+        p = tmp_path / f"img{i}.jpg"
+        Image.fromarray(np.random.RandomState(i).randint(0, 255, (h, w, 3), np.uint8)).save(p, quality=90)
+        items.append(InferItem(str(p), p.name))
+    with torch_threads(1):  # one thread: the same arithmetic, and quick on a busy machine
+        runs = {(bs, w): list(iter_predictions(det, items, batch_size=bs, workers=w, score_thresh=0.0))
+                for bs, w in [(1, 0), (8, 0), (8, 2), (3, 0)]}
+    ref = runs.pop((1, 0))
+    assert all(r.ok and len(r.detections) for r in ref)
+    for key, got in runs.items():
+        assert [r.file for r in got] == [it.file for it in items], key  # item order
+        for a, b in zip(ref, got):
+            assert len(a.detections) == len(b.detections), (key, a.file)
+            np.testing.assert_array_equal(a.detections.labels, b.detections.labels, err_msg=f"{key} {a.file}")
+            np.testing.assert_allclose(a.detections.scores, b.detections.scores, rtol=0, atol=1e-5, err_msg=f"{key} {a.file}")
+            np.testing.assert_allclose(a.detections.boxes, b.detections.boxes, rtol=0, atol=1e-3, err_msg=f"{key} {a.file}")
+
+
+def test_earlier_run_in_out_is_refused_unless_resume_or_overwrite(tiny_model, tmp_path, capsys):
+    """A second run into an `--out` holding a run: refused (naming --resume and --overwrite), nothing touched;
+    --overwrite removes the old run's outputs (stale sorted copies included) and nothing of the user's."""
+    from trailnb.cli import main
+    from trailnb.core import ConfigError
+    from trailnb.infer import run_inference
+    src, out = tmp_path / "in", tmp_path / "out"
+    _images(src, ["cam1/a.jpg", "cam1/b.jpg", "cam2/c.jpg"])
+    photos = {p: p.read_bytes() for p in src.rglob("*.jpg")}
+    kw = dict(model=str(tiny_model), input=str(src), out=str(out), workers=0, device="cpu", sort="copy")
+    run_inference(**kw, sort_thresh=0.0)  # every photo detected
+    (out / "my notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any(p.relative_to(out).parts[0] == "detected" for p in before)
+    with pytest.raises(ConfigError, match=r"--resume.*--overwrite"):
+        run_inference(**kw, sort_thresh=1.01)
+    assert main(["infer", str(tiny_model), str(src), "--out", str(out), "--device", "cpu", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "earlier run" in err and "--resume" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # refused: nothing changed
+    with pytest.raises(ConfigError, match="contradict"):
+        run_inference(**kw, resume=True, overwrite=True)
+    s = run_inference(**kw, sort_thresh=1.01, overwrite=True)  # nothing detected now: every photo empty
+    assert not (out / "detected").exists()  # the old run's sorted copies are gone, not left beside the new ones
+    assert sorted(p.relative_to(out / "empty").as_posix() for p in (out / "empty").rglob("*.jpg")) == ["cam1/a.jpg", "cam1/b.jpg", "cam2/c.jpg"]
+    assert (out / "my notes.txt").read_text() == "mine" and s.images == 3
+    assert {p: p.read_bytes() for p in src.rglob("*.jpg")} == photos
+
+
+def test_failing_command_leaves_no_out_folder(tiny_model, tmp_path, capsys):
+    "A command that fails on its arguments or its model creates no --out folder."
+    from trailnb.cli import main
+    src = tmp_path / "in"; _images(src, ["a.jpg"])
+    bad = tmp_path / "bad.pt"; bad.write_text("not a model")
+    cases = [[str(bad), str(src)], [str(tiny_model), str(tmp_path / "missing")], [str(tiny_model), str(src), "--class-thresh", "elk=0.5"],
+             [str(tiny_model), str(src), "--formats", "xml"], [str(tiny_model), str(src), "--threads", "0"]]
+    for i, args in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        assert main(["infer", *args, "--out", str(out), "--device", "cpu"]) == 2, args
+        assert not out.exists(), args
+    assert "not a model file" in capsys.readouterr().err
+
+
+def test_threads_are_trailnbs_through_a_yolo_run(tmp_path, monkeypatch):
+    """`--threads N`: torch computes on N threads in every model call, also after Ultralytics' first predict (which
+    sets its own count); the summary says the split; the caller's count is back after the run."""
+    import torch
+    import trailnb.yolo as ty
+    from trailnb.core import seed_everything
+    from trailnb.infer import run_inference
+    from trailnb.models import build_detector
+    seed_everything(0)
+    ckpt = tmp_path / "yolo.pt"
+    build_detector("yolov8n", ["animal", "person", "vehicle"], weights=None, max_dim=64, device="cpu").save(ckpt)
+    src = tmp_path / "in"; _images(src, ["a.jpg", "b.jpg", "c.jpg"], size=(64, 48))
+    n = min(8, max(1, (os.cpu_count() or 1) - 1)) + 1  # a count Ultralytics never picks on this machine
+    seen, predict = [], ty.YOLODetector.predict_tensors
+    monkeypatch.setattr(ty.YOLODetector, "predict_tensors", lambda self, *a, **k: (seen.append(torch.get_num_threads()), predict(self, *a, **k))[1])
+    caller = torch.get_num_threads()
+    s = run_inference(model=str(ckpt), input=str(src), out=str(tmp_path / "out"), device="cpu", threads=n, workers=0, batch_size=1)
+    assert seen == [n, n, n]
+    assert f"batch 1, 0 decoding worker(s), {n} torch thread(s)" in str(s)
+    assert torch.get_num_threads() == caller
+
+
+def test_infer_help_names_threads_and_overwrite_and_no_unmeasured_speedup(capsys):
+    from trailnb.cli import main
+    with pytest.raises(SystemExit): main(["infer", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--threads" in out and "--overwrite" in out and "os.sched_getaffinity" in out
+    assert "2x" not in out and "benchmarks/infer.py" in out

@@ -158,3 +158,32 @@ def test_unknown_files_get_one_clear_error(tmp_path):
         with pytest.raises(ModelError) as e:
             load_detector(tmp_path / f)
         assert f"it looks like {what}" in str(e.value) and "Accepted: a trailnb checkpoint" in str(e.value), str(e.value)
+
+
+def test_info_of_a_yolo_checkpoint_states_agpl_and_shows_undefined_metrics_as_dash(tmp_path):
+    "`trailnb info` on a trailnb checkpoint of an Ultralytics architecture: AGPL-3.0 as the raw file says; -1 shows as '–'."
+    from trailnb.cli import main
+    from trailnb.models import model_info
+    p = build_detector("yolov8n", ["deer", "fox"], weights=None, max_dim=64, device="cpu").save(
+        tmp_path / "yolo.pt", metrics={"AP50": 0.25, "precision": -1.0, "recall": -1, "images": 3})
+    card = model_info(p)
+    assert card.family == "ultralytics" and "AGPL-3.0" in card.license
+    text = str(card)
+    assert "AP50 0.2500, precision –, recall –, images 3" in text and "-1" not in text
+    assert "unknown" not in text.split("licence")[1].splitlines()[0]
+
+
+def test_predict_on_mixed_sizes_matches_one_image_at_a_time():
+    """`Detector.predict` on a list of images of several sizes gives each image the detections it gets alone
+    (batches hold one shape; tolerance: float rounding of batched matrix products, see tests/test_infer.py)."""
+    from trailnb.core import seed_everything
+    seed_everything(0)
+    det = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", ["a", "b"], weights=None, max_dim=128, device="cpu")
+    imgs = [Image.fromarray(np.random.RandomState(i).randint(0, 255, (h, w, 3), np.uint8))
+            for i, (w, h) in enumerate([(128, 96), (96, 128), (128, 64), (128, 96), (96, 128)])]
+    alone = [det.predict(im, score_thresh=0.0) for im in imgs]
+    together = det.predict(imgs, score_thresh=0.0, batch_size=8)
+    for a, b in zip(alone, together):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a.boxes, b.boxes, rtol=0, atol=1e-3)

@@ -7,9 +7,9 @@ from PIL import Image
 
 from trailnb.core import Detections, class_color
 from trailnb.results import ImageResult, frame_file
-from trailnb.track import (Walker, burst_groups, clips_table, save_track_stills, sequence_labels, synthetic_clip,
-                           track_clip, track_frames, track_results, write_synthetic_video, write_track_video,
-                           write_track_videos)
+from trailnb.track import (Walker, burst_groups, clips_table, confuse_classes, save_track_stills, sequence_labels,
+                           synthetic_clip, track_clip, track_frames, track_results, write_synthetic_video,
+                           write_track_video, write_track_videos)
 
 
 def _truth(walkers, n_frames):
@@ -44,6 +44,65 @@ def test_crossing_occlusion_and_blip(seed, same_class):
     assert s.counts == want and s.max_at_once == ({0: 2} if same_class else {0: 1, 1: 1})
     assert (s.first_seen, s.last_seen) == (0.0, 19.0)
 
+
+
+EVERY = {"1 s (default)": 10, "every 2nd frame": 2, "every frame": 1}  # sampling of a 10 fps video
+
+
+def _wavering(walkers, p, seed, every):
+    "10 s of a 10 fps video seen by a detector that calls an animal by its look-alike class with probability `p`."
+    frames, times = synthetic_clip(walkers, 100, fps=10, jitter=2, seed=seed)
+    return confuse_classes(frames, p, seed=seed)[::every], times[::every]
+
+
+def test_wavering_class_single_animal_counts_once():
+    """A fox that the detector calls "deer" in 3 frames of 10, trotting its own length per second: one individual,
+    one track over every sampled frame, no blips, at every sampling rate, for several seeds. (Matching with a
+    class cost split it into 2-3 tracks and blips at one frame a second.)"""
+    fox = Walker(1, (40, 120), (6, 0))
+    for seed in range(4):
+        for rate, every in EVERY.items():
+            frames, times = _wavering([fox], 0.3, seed, every)
+            assert {int(l) for d in frames for l in d.labels} == {0, 1}  # it does waver
+            ids, s = track_clip(frames, times, "fox.mp4")
+            assert (s.counts, s.max_at_once, s.blips) == ({1: 1}, {1: 1}, []), (seed, rate, s)
+            assert s.tracks[0].n_frames == len(frames) and (np.concatenate(ids) == 1).all(), (seed, rate)
+
+
+@pytest.mark.parametrize("labels", [(0, 1), (1, 1)])
+def test_two_crossing_animals_count_two_at_every_sampling_rate(labels):
+    """A deer and a fox (or two foxes) crossing, the detector wavering between deer and fox at p = 0, 0.1, 0.3:
+    two individuals at one frame a second, every 2nd frame and every frame, for several seeds."""
+    pair = [Walker(labels[0], (40, 120), (6, 0)), Walker(labels[1], (640, 125), (-6, 0), size=(50, 36))]
+    for p in (0.0, 0.1, 0.3):
+        for rate, every in EVERY.items():
+            for seed in range(3):
+                s = track_clip(*_wavering(pair, p, seed, every), "pair.mp4")[1]
+                assert sum(s.counts.values()) == 2 and not s.blips, (p, rate, seed, s)
+                assert [t.n_frames for t in s.tracks] == [100 // every] * 2, (p, rate, seed, s.tracks)
+
+
+def test_max_at_once_per_track_class():
+    """A deer and a fox crossing, the detector wavering (p = 0.3) at one frame a second: one deer and one fox, at
+    most one of each at once, for several seeds (a class cost in the matching reported 2 deer or 2 foxes at once)."""
+    pair = [Walker(0, (40, 120), (6, 0)), Walker(1, (640, 125), (-6, 0), size=(50, 36))]
+    for seed in range(5):
+        s = track_clip(*_wavering(pair, 0.3, seed, 10), "pair.mp4")[1]
+        assert (s.counts, s.max_at_once) == ({0: 1, 1: 1}, {0: 1, 1: 1}), (seed, s)
+        assert "deer 1 (max 1 at once), fox 1 (max 1 at once)" in s.describe(["deer", "fox"])
+
+
+def test_track_class_is_its_score_weighted_majority():
+    """A track's class is the class with the highest summed score over its detections: 6 frames "fox" at 0.5
+    (3.0) and 4 frames "deer" at 0.9 (3.6) are a deer, one track. And a wavering fox is one track of class fox."""
+    frames, times = synthetic_clip([Walker(0, (40, 120), (10, 0))], 10)
+    for i, d in enumerate(frames):
+        d.labels[:], d.scores[:] = (1, 0.5) if i < 6 else (0, 0.9)
+    s = track_clip(frames, times)[1]
+    assert [(t.label, t.n_frames) for t in s.tracks] == [(0, 10)] and s.counts == {0: 1}
+    frames, times = _wavering([Walker(1, (40, 120), (7, 0))], 0.3, 7, 10)
+    assert sum(int(d.labels[0]) == 0 for d in frames) == 4  # "deer" in 4 frames of 10 (a class cost made a deer track)
+    assert [(t.label, t.n_frames) for t in track_clip(frames, times)[1].tracks] == [(1, 10)]
 
 def test_blips_alone_never_detect_a_clip():
     "One-frame false positives (even high-scoring, even in the first frame) do not make a clip detected."

@@ -155,3 +155,16 @@ def test_failing_run_exits_nonzero_and_keeps_the_error(tmp_path):
 def test_unknown_parameter_is_an_error(tmp_path):
     with pytest.raises(TrailnbError, match="no parameter"):
         run_workflow("train", {"epochz": 3}, out=tmp_path)
+
+
+def test_run_takes_its_settings_file_as_config_like_every_command(tmp_path, capsys):
+    "`trailnb run WORKFLOW --config FILE.yaml` (not `-f`) reads the settings file; its names are checked before anything runs."
+    from trailnb.cli import COMMANDS, main
+    (tmp_path / "s.yaml").write_text("epochz: 3\n")
+    assert main(["run", "train", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path)]) == 2
+    assert "has no parameter(s) 'epochz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit): main(["run", "--help"])
+    h = capsys.readouterr().out
+    assert "--config FILE.yaml" in h and "--parameters-file" not in h and "-f " not in h
+    for name, cmd in COMMANDS.items():   # every command with a settings file calls it --config
+        if not cmd.raw and cmd.config: assert "--config FILE.yaml" in cmd.parser(name).format_help()

@@ -38,7 +38,7 @@ _NO_NET = textwrap.dedent("""
 
 
 def test_no_network_and_nothing_in_home(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}  # trailnb must set them itself
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "TRAILNB_PROGRESS"))}  # trailnb sets them itself
     env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
                MPLCONFIGDIR=str(tmp_path / "mpl"),  # matplotlib's own font cache is not under test here
                TRAILNB_HOME=str(tmp_path / "trailnb_home"), MPLBACKEND="Agg")
@@ -47,6 +47,9 @@ def test_no_network_and_nothing_in_home(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "PREDICTED" in p.stdout
+    assert "Creating new Ultralytics Settings" not in p.stdout + p.stderr  # trailnb's set-up, not a note to the user
+    assert "\x1b" not in p.stdout + p.stderr  # its training log (progress on) reached a pipe: plain text, no colour codes
+    assert "epochs completed" in p.stderr and "epochs completed" not in p.stdout  # beside trailnb's progress, on stderr
     assert json.loads((tmp_path / "attempts.json").read_text()) == []
     assert list((tmp_path / "home").rglob("*")) == []  # Ultralytics wrote nothing to the home folder
     ud = tmp_path / "trailnb_home" / "ultralytics" / "Ultralytics"

@@ -1,29 +1,26 @@
-"""Screenshot of Label Studio's labeling page showing a trailnb pre-annotation (for docs/).
+"""Screenshot of Label Studio's labeling page showing trailnb pre-labels (for docs/).
 
-    .venv/bin/python tools/labelstudio_screenshot.py --out docs/labelstudio_prelabel.png [--model best.pt]
+    .venv/bin/python tools/labelstudio_screenshot.py --out docs/labelstudio_prelabel.png            # pushed MegaDetector results
+    .venv/bin/python tools/labelstudio_screenshot.py --model best.pt --out shot.png                 # a served trailnb model
 
 What it does, all on 127.0.0.1 and in a temporary folder (nothing in the repository changes but `--out`):
-1. starts a private Label Studio from its own environment (`make labelstudio-env`) with
-   `trailnb.labelstudio.launch_label_studio` (no version check, Sentry or analytics);
-2. creates a project with trailnb's generated labeling config and imports the squirrel sample frames as local
-   files (Local Storage);
-3. serves a detector with the trailnb backend and connects it: `--model` if given, else it first trains a small
-   one on the 14 frames (`--epochs`, 320 px, from scratch: about 40 epochs before it finds the squirrel, minutes
-   on a GPU, an hour or more on 2 busy CPU cores); `--epochs 0` serves an untrained one (noise boxes; what
-   docs/labelstudio_prelabel.png shows, taken on a shared 2-core machine);
-4. asks Label Studio for predictions (the Data Manager's Retrieve Predictions action) and checks the chosen
-   task's prediction carries the backend's model version;
-5. runs a Node script with `playwright-core` driving headless Chromium (`/usr/bin/chromium`, fresh profile, every
+1. starts Label Studio from its own environment (`make labelstudio-env`) the way `trailnb label-studio start
+   --data-roots` does (`launch_label_studio`: no version check, Sentry or analytics);
+2. makes a project from a folder of photos as `trailnb label-studio project --photos` does (`photo_project`);
+3. pre-labels it: by default `trailnb label-studio push` of the camtrap31 sample's real MegaDetector v5 results
+   (MegaDetector's sorting threshold 0.2, at most 20 boxes a photo); with `--model`, the trailnb backend serving
+   that checkpoint on the squirrel frames, connected as `trailnb label-studio connect` does, and Label Studio's
+   Retrieve Predictions action;
+4. runs a Node script with `playwright-core` driving headless Chromium (`/usr/bin/chromium`, fresh profile, every
    request off 127.0.0.1 aborted and counted): logs in, opens the task in the labeling page, waits for the image
-   and the pre-annotation's region, and takes the screenshot;
-6. always stops the backend and Label Studio.
+   and the pre-label's region, and takes the screenshot;
+5. always stops the backend and Label Studio.
 
-Exit 1 if the task got no prediction with the backend's version, the page lists no region, or the browser tried
-to leave 127.0.0.1.
+Exit 1 if the task has no pre-label, the page lists no region, or the browser tried to leave 127.0.0.1.
 
 Needs: Node 18+ and `playwright-core` outside the repo (`mkdir -p /tmp/jlshot && cd /tmp/jlshot && npm install
 playwright-core`, or `--node-modules DIR`), Chromium (`apt-get install chromium`, or `--chromium PATH`), the
-squirrels sample data (TRAILNB_SAMPLE_DATA) and Label Studio's environment.
+sample data (TRAILNB_SAMPLE_DATA) and Label Studio's environment.
 """
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, tempfile, time
@@ -69,61 +66,68 @@ const T = cfg.timeout_ms;
 """
 
 
-def _train_model(sq: Path, out: Path, epochs: int) -> Path:
-    from trailnb.train import train
-    if epochs == 0:  # an untrained detector: its boxes are noise, but they travel the same way
-        from trailnb.core import seed_everything
-        from trailnb.models import build_detector
-        seed_everything(0); out.mkdir(parents=True, exist_ok=True)
-        return build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", ["animal", "person", "vehicle"], max_dim=320,
-                              device="cpu").save(out / "untrained.pt")
-    print(f"training a small detector on the 14 squirrel frames ({epochs} epochs at 320 px) ...", flush=True)
-    res = train(data=str(sq / "data.yaml"), split="none", arch="fasterrcnn_mobilenet_v3_large_320_fpn", max_dim=320,
-                epochs=epochs, lr=0.02, batch_size=2, warmup_epochs=2, workers=0, seed=0, out=str(out), name="squirrels",
-                progress=False, device="cpu")
-    return res.run_dir / "best.pt"
+def _pushed_task(client, data: Path, pid: int) -> tuple[int, str]:
+    "Push camtrap31's MegaDetector results; the task whose pre-labels read best (1-3 boxes, the largest), its label."
+    from trailnb.labelstudio import push
+    cam = data / "camtrap31"
+    summary = push(cam / "megadetector_v5_results.json", pid, client=client, image_root=cam / "images", data_roots=[data],
+                   model_version="megadetector-v5")
+    print("pushed:", summary, flush=True)
+    preds = client.json("GET", "/api/predictions", params={"project": pid})
+    area = lambda p: max(r["value"]["width"] * r["value"]["height"] for r in p["result"])
+    best = max((p for p in preds if 1 <= len(p["result"]) <= 3), key=area)
+    return best["task"], best["result"][0]["value"]["rectanglelabels"][0]
+
+
+def _served_task(client, ls, sq: Path, pid: int, model: Path, a, tmp: Path):
+    "Serve `model` on the squirrel frames, connect it, retrieve one task's predictions; (task, label, server)."
+    from trailnb.labelstudio import LabelStudioBackend, connect_ml_backend, start_server
+    tasks = client.json("GET", "/api/tasks", params={"project": pid, "page_size": 100})["tasks"]
+    backend = LabelStudioBackend(model=str(model), workdir=str(tmp / "backend"), data_roots=[str(sq.parent)], label_studio_url=ls.url,
+                                 api_key=ls.api_key, score_thresh=a.score_thresh, max_boxes=a.max_boxes, device="cpu")
+    srv = start_server(backend)
+    connect_ml_backend(client, pid, srv.url)
+    task = tasks[len(tasks) // 2]
+    client.json("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": pid},
+                json={"selectedItems": {"all": False, "included": [task["id"]]}})
+    preds = client.json("GET", "/api/predictions", params={"task": task["id"]})
+    ok = bool(preds) and preds[0]["model_version"] == backend.version and preds[0]["result"]
+    return (task["id"] if ok else None), (preds[0]["result"][0]["value"]["rectanglelabels"][0] if ok else "animal"), srv
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/labelstudio_prelabel.png")
-    p.add_argument("--model", default=None, help="a trailnb checkpoint with class 'animal' (default: train one)")
-    p.add_argument("--epochs", type=int, default=25, help="epochs when training the model here (0: an untrained model)")
-    p.add_argument("--score-thresh", type=float, default=0.05, help="the backend's score threshold")
-    p.add_argument("--max-boxes", type=int, default=2, help="at most this many pre-annotated boxes")
+    p.add_argument("--model", default=None, help="serve this trailnb checkpoint on the squirrel frames (default: push camtrap31's MegaDetector results)")
+    p.add_argument("--score-thresh", type=float, default=None, help="with --model: the backend's threshold (default: the model's sorting threshold)")
+    p.add_argument("--max-boxes", type=int, default=5, help="with --model: at most this many pre-labels")
     p.add_argument("--node-modules", default=os.environ.get("JLSHOT_NODE_MODULES", "/tmp/jlshot/node_modules"))
     p.add_argument("--chromium", default=os.environ.get("JLSHOT_CHROMIUM", "/usr/bin/chromium"))
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=900)
     a = p.parse_args(argv)
     from trailnb.core import sample_data_dir
-    from trailnb.labelstudio import (LabelStudioBackend, add_local_storage, connect_ml_backend, create_project,
-                                     launch_label_studio, start_server)
-    sq = sample_data_dir("squirrels")
-    if sq is None: print("squirrels sample data not found (TRAILNB_SAMPLE_DATA)"); return 1
+    from trailnb.labelstudio import launch_label_studio, photo_project
+    data = sample_data_dir()
+    if data is None: print("sample data not found (TRAILNB_SAMPLE_DATA)"); return 1
     tmp = Path(tempfile.mkdtemp(prefix="trailnb-ls-shot-"))
-    model = Path(a.model) if a.model else _train_model(sq, tmp / "runs", a.epochs)
-    ls = launch_label_studio(tmp / "label-studio", document_root=sq.parent)
+    ls = launch_label_studio(tmp / "label-studio", document_root=data, port=0)
     print(f"Label Studio {ls.url} started in {ls.startup_s} s", flush=True)
     srv = None
     try:
         client = ls.client()
-        pid = create_project(client, "Squirrel burst (trailnb pre-labels)", ["animal", "person", "vehicle"])
-        add_local_storage(client, pid, sq / "images" / "train")
-        tasks = client.json("GET", "/api/tasks", params={"project": pid, "page_size": 100})["tasks"]
-        backend = LabelStudioBackend(model=str(model), workdir=str(tmp / "backend"), data_roots=[str(sq.parent)],
-                                     label_studio_url=ls.url, api_key=ls.api_key, score_thresh=a.score_thresh, max_boxes=a.max_boxes, device="cpu")
-        srv = start_server(backend)
-        connect_ml_backend(client, pid, srv.url)
-        task = tasks[len(tasks) // 2]
-        client.json("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": pid},
-                    json={"selectedItems": {"all": False, "included": [task["id"]]}})
-        preds = client.json("GET", "/api/predictions", params={"task": task["id"]})
-        ok_pred = bool(preds) and preds[0]["model_version"] == backend.version and preds[0]["result"]
-        print(f"task {task['id']}: {len(preds[0]['result']) if preds else 0} pre-annotated box(es), version "
-              f"{preds[0]['model_version'] if preds else None} (backend {backend.version})", flush=True)
+        if a.model:
+            pid = photo_project(data / "squirrels" / "images" / "train", ["animal", "person", "vehicle"], "Squirrel burst (trailnb backend)",
+                                client=client, document_root=data)["project"]
+            task, label, srv = _served_task(client, ls, data / "squirrels", pid, Path(a.model), a, tmp)
+        else:
+            pid = photo_project(data / "camtrap31" / "images", ["animal", "person", "vehicle"], "Camera traps (MegaDetector pre-labels)",
+                                client=client, document_root=data)["project"]
+            task, label = _pushed_task(client, data, pid)
+        print(f"project {pid}, task {task}: pre-labelled {label!r}", flush=True)
+        if task is None: return 1
         cfg = {"playwright": str(Path(a.node_modules) / "playwright-core"), "chromium": a.chromium, "base": ls.url,
-               "email": ls.username, "password": ls.password, "project": pid, "task": task["id"], "label": "animal",
+               "email": ls.username, "password": ls.password, "project": pid, "task": task, "label": label,
                "out": str(Path(a.out).resolve()), "result": str(tmp / "browser.json"), "user_data_dir": str(tmp / "chrome"),
                "width": a.width, "height": a.height, "timeout_ms": 120000}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
         subprocess.run(["node", str(tmp / "shot.js"), json.dumps(cfg)], check=False, timeout=600)
         res = json.loads((tmp / "browser.json").read_text())
         print(json.dumps(res, indent=1))
-        ok = ok_pred and res["checks"].get("region_listed") and not res["blocked"] and "error" not in res
+        ok = res["checks"].get("region_listed") and not res["blocked"] and "error" not in res
         print(("OK" if ok else "FAILED") + f": {a.out}")
         return 0 if ok else 1
     finally:

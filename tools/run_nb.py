@@ -12,9 +12,13 @@ bars. After a run the notebook's metadata gets `trailnb.outputs_of`: a hash of i
 source of every `trailnb` module it imports. `--check` (part of the sync check) recomputes that hash; a
 notebook whose code, or whose modules' code, changed since its outputs were made fails with the command that
 refreshes it; so does a notebook that lost its outputs (e.g. edited as a text draft) and was never re-run.
+
+Kept outputs never show this machine's paths: a run writes a temporary folder as `…/`, the repository as a
+path relative to it and the home folder as `~`; `--check` fails on a notebook whose outputs still hold an
+absolute path under a temporary folder, the repository or the home folder (as nbdev's own outputs never do).
 """
 from __future__ import annotations
-import argparse, hashlib, json, os, re, sys, time
+import argparse, hashlib, json, os, re, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +54,43 @@ def outputs_hash(nb: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _machine_paths() -> list[tuple[re.Pattern, str]]:
+    "(pattern, replacement) for the paths that differ from machine to machine, most specific first."
+    tmp = sorted({str(Path(tempfile.gettempdir())), "/tmp", str(Path(tempfile.gettempdir()).resolve())}, key=len, reverse=True)
+    pats = [(re.compile(re.escape(str(ROOT)) + r"/"), ""), (re.compile(re.escape(str(ROOT)) + r"\b"), ".")]
+    pats += [(re.compile(re.escape(t) + r"/[^/\s'\"\\]+/?"), "…/") for t in tmp]
+    home = str(Path.home())
+    if home not in ("/", ""): pats.append((re.compile(re.escape(home) + r"(?=/)"), "~"))
+    return pats
+
+
+def scrub_outputs(nb) -> int:
+    "Replace machine-specific paths in the kept outputs of `nb` (in place); returns how many were replaced."
+    pats, n = _machine_paths(), 0
+
+    def fix(o):
+        nonlocal n
+        if isinstance(o, str):
+            for pat, rep in pats:
+                o, k = pat.subn(rep, o)
+                n += k
+            return o
+        if isinstance(o, list): return [fix(x) for x in o]
+        if isinstance(o, dict):
+            for k in list(o): o[k] = fix(o[k])
+        return o
+    for c in nb["cells"]:
+        if c.get("outputs"): fix(c["outputs"])
+    return n
+
+
+def machine_paths_in(nb: dict) -> list[str]:
+    "Absolute paths under a temporary folder, the repository or the home folder that a notebook's outputs show."
+    text = json.dumps([c.get("outputs", []) for c in nb["cells"]])
+    roots = {str(ROOT), str(Path.home()), "/tmp", str(Path(tempfile.gettempdir()))} - {"/", ""}
+    return sorted({m.group(0) for r in roots for m in re.finditer(re.escape(r) + r"/[^\s'\"\\]*", text)})
+
+
 def stamp_of(nb: dict) -> str | None:
     return nb.get("metadata", {}).get("trailnb", {}).get("outputs_of")
 
@@ -83,6 +124,7 @@ def run(path: Path) -> float:
             sys.stderr.write(shell.prettytb(fname=path) + "\n"); raise SystemExit(f"{path}: a cell failed; nothing written")
     for c in nb.cells:
         if c.cell_type == "code": c.execution_count = None
+    scrub_outputs(nb)
     nb.metadata["trailnb"] = {"outputs_of": outputs_hash(json.loads(json.dumps(nb, default=dict)))}
     write_nb(nb, path)
     return time.time() - t
@@ -108,6 +150,11 @@ def main(argv=None):
         current = stamp_of(nb) == outputs_hash(nb)
         if a.check:
             if not current: stale.append(path)
+            elif machine_paths_in(nb):
+                shown = ", ".join(machine_paths_in(nb)[:3])
+                print(f"FAIL: {path.relative_to(ROOT)} keeps outputs that show this machine's paths ({shown}); "
+                      f"re-run it with tools/run_nb.py (which writes them as relative paths)", file=sys.stderr)
+                stale.append(path)
             continue
         if a.stale and current: continue
         print(f"running {path.relative_to(ROOT)} ...", flush=True)

@@ -126,7 +126,7 @@ def _sort_card(out: Path, new_photos: int, seed: int, res: dict):
     images = out / "new_card" / "images"
     print(f"sorting threshold {res['sort_thresh']:.3f}: {res['sort_thresh_from']}")
     summary = run_inference(model=str(res["checkpoint"]), input=str(images), out=str(out / "inference"), sort="copy",
-                            sort_thresh=res["sort_thresh"], draw=True, workers=0)
+                            sort_thresh=res["sort_thresh"], draw=True, workers=0, overwrite=True)
     print(summary)
     res["inference"] = out / "inference"
     res["sort"] = s = sort_check(card, images, out / "inference")

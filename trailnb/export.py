@@ -157,7 +157,7 @@ def export_yolo(det,  # a `trailnb.yolo.YOLODetector`
                 ):
     "The ONNX model (a ModelProto) of YOLO detector `det`, exported by Ultralytics."
     import onnx
-    from trailnb.yolo import import_ultralytics
+    from trailnb.yolo import import_ultralytics, ultralytics_output
     import_ultralytics()
     from ultralytics import YOLO
     simplify = importlib.util.find_spec("onnxslim") is not None
@@ -166,7 +166,7 @@ def export_yolo(det,  # a `trailnb.yolo.YOLODetector`
         pt.write_bytes(det.ultralytics_pt_bytes())
         y = YOLO(str(pt), task="detect")
         try:
-            with _quiet("ultralytics"): f = y.export(format="onnx", imgsz=det.max_dim, dynamic=True, simplify=simplify, opset=opset,
+            with ultralytics_output(): f = y.export(format="onnx", imgsz=det.max_dim, dynamic=True, simplify=simplify, opset=opset,
                                                  device="cpu", half=False, nms=False, verbose=False)
         except Exception as e:
             raise ModelError(f"Ultralytics could not export {det.arch} to ONNX ({type(e).__name__}: {e}).") from e
