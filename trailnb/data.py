@@ -929,12 +929,14 @@ def make_synthetic_dataset(out_dir, # folder to write `annotations.json` and `im
                            burst: int = 4, # typical frames per burst (3 to 5 for the default)
                            empty_frac: float = 0.15, # about this fraction of bursts has no animal
                            night_frac: float = 0.25, # about this fraction of bursts is infrared night frames
+                           scenes_seed: int | None = None, # seed of the cameras' scenes (default `seed`): the same value, size and `cameras` give photos of the same cameras
                           ) -> Path:
     "Write a small synthetic camera-trap COCO dataset (images in camera subfolders, bursts, EXIF times); returns the JSON path."
     out_dir, classes = Path(out_dir), list(classes)
     if not classes or len(classes) > len(_SHAPES): raise DataError(f"make_synthetic_dataset: 1..{len(_SHAPES)} classes, got {len(classes)}.")
     rng, (W, H) = np.random.default_rng(seed), size
-    bgs = [_background(rng, W, H) for _ in range(cameras)]
+    scene_rng = rng if scenes_seed is None else np.random.default_rng(scenes_seed)  # a later card of the same cameras
+    bgs = [_background(scene_rng, W, H) for _ in range(cameras)]
     t0, records, counters, k, b = dt.datetime(2024, 5, 1, 5, 30), [], [0] * cameras, 0, 0
     e_every, n_every = _every(empty_frac), _every(night_frac)
     while k < n:

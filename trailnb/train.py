@@ -44,7 +44,7 @@ class TrainConfig:
     max_dim: int = 640  # longer image side the model sees (px)
     epochs: int = 30  # passes over the training set
     batch_size: int = 4  # images per step
-    lr: float | None = None  # peak learning rate; None = 0.01 for SGD, 0.0005 for AdamW (for batch_size 4, scaled linearly; YOLO: Ultralytics' own 0.01 / 0.001 at any batch)
+    lr: float | None = None  # peak learning rate; None = 0.01 for SGD, 0.0005 for AdamW (for batch_size 4, scaled linearly)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # optimizer
     momentum: float = 0.9  # SGD momentum (AdamW beta1)
     weight_decay: float = 1e-4  # weight decay (not applied to norms and biases)
