@@ -41,15 +41,18 @@ test: $(STAMP) sync-check nbtest labelstudio-env pytest
 sync-check: $(STAMP)
 	PATH=$(BIN):$$PATH bash .ci/sync_check.sh
 
+NBS = ../$(BIN)/python -c "from nbdev.doclinks import nbglob; print(*nbglob('.', as_path=True), sep='\\n')"
+# Each notebook in its own Python process, as Jupyter and papermill run it (no state leaks from one to the next);
+# two at a time. xargs exits non-zero when any notebook fails; nbdev_test names it.
 nbtest: $(STAMP)
-	cd nbs && ../$(BIN)/nbdev_test --path . --n_workers 2 --timing
+	cd nbs && $(NBS) | xargs -P 2 -n 1 ../$(BIN)/nbdev_test --timing --path
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest tests/ -q -rs
 
 # Slow notebook cells (#| slow) and slow pytest marks, for a longer local check.
 test-slow: $(STAMP)
-	cd nbs && ../$(BIN)/nbdev_test --path . --flags slow --n_workers 1
+	cd nbs && $(NBS) | xargs -n 1 ../$(BIN)/nbdev_test --flags slow --path
 	$(BIN)/python -m pytest tests/ -q -rs --runslow
 
 # README.md is produced from nbs/index.ipynb (its kept outputs included): tools/make_readme.py.

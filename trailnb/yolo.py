@@ -35,11 +35,14 @@ def _copy_fonts(d: Path):
         if not (d / name).is_file():
             with atomic_write(d / name, "wb") as f: f.write(src.read_bytes())
 
+_WARNED = set()  # settings folders already warned about
+
 def _tidy_imported() -> Path:
     "Ultralytics was imported before trailnb could set it up: give the folder it uses our fonts at least."
     from ultralytics.utils import USER_CONFIG_DIR
     d = Path(USER_CONFIG_DIR)
-    if d.resolve() != ultralytics_dir().resolve():
+    if d.resolve() != ultralytics_dir().resolve() and d not in _WARNED:  # once per process: every call lands here
+        _WARNED.add(d)
         logger.warning(f"ultralytics was imported before trailnb set it up, so its settings live in {d}; let trailnb "
                        "import it (trailnb.yolo.import_ultralytics()) or set YOLO_CONFIG_DIR to keep them in trailnb's folder.")
     _copy_fonts(d)
