@@ -22,6 +22,9 @@ fi
 python tools/sync_workflow_params.py --check
 # Outputs kept in a notebook must come from its current code (and its modules' code): see tools/run_nb.py.
 python tools/run_nb.py --check
+# The package is a clean stack: no import cycle, no import from a lower layer to a higher one, no trailnb import
+# hidden inside a function (DEVELOPING.md "Layers").
+python tools/import_graph.py --check
 # README.md is produced from nbs/index.ipynb: fail when it was edited by hand or lags behind the notebook.
 python tools/make_readme.py --check
-echo "sync-check: notebooks clean, package in sync, workflow parameters match their configs, README from index.ipynb"
+echo "sync-check: notebooks clean, package in sync, workflow parameters match their configs, a clean import stack, README from index.ipynb"

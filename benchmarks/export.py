@@ -13,7 +13,8 @@ from pathlib import Path
 
 def default_model(work: Path, arch: str, max_dim: int, epochs: int, n: int):
     "Train `arch` briefly on a synthetic set (the demo's recipe, shorter); returns (best.pt, held-out COCO, calibration)."
-    from trailnb.data import make_synthetic_dataset, save_coco, split_by_sequence, load_dataset
+    from trailnb.data import save_coco, split_by_sequence, load_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     from trailnb.train import train
     ann = make_synthetic_dataset(work / "data", n=n, seed=0)
     tr, va = split_by_sequence(load_dataset(ann), val_frac=0.25, seed=0)

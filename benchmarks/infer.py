@@ -38,7 +38,8 @@ ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 def _items(n):
     from trailnb.core import sample_data_dir
-    from trailnb.infer import InferItem
+    try: from trailnb.predict import InferItem
+    except ImportError: from trailnb.infer import InferItem  # an older trailnb (before trailnb.predict)
     cam = sample_data_dir("camtrap31")
     if cam is None: sys.exit("camtrap31 sample data not found (set TRAILNB_SAMPLE_DATA); nothing to benchmark")
     paths = sorted((cam / "images").glob("*"))
@@ -74,7 +75,8 @@ CPU = {}  # name -> CPU seconds per image of the last measurement (steadier than
 def pipeline(det, items, max_dim, batch_size=None, workers=None, precision="fp32", threads=None):
     "images/s of `iter_predictions` (trailnb's streaming pipeline) at a split, as `run_inference` sets it up, and its results."
     import torch
-    from trailnb.infer import iter_predictions
+    try: from trailnb.predict import iter_predictions
+    except ImportError: from trailnb.infer import iter_predictions  # an older trailnb (before trailnb.predict)
     bs, w, th = split_of(batch_size, workers, threads)
     torch.set_num_threads(th)
     c, t = _cpu_s(), time.perf_counter(); res = list(iter_predictions(det, items, max_dim, bs, w, precision=precision))
@@ -95,7 +97,8 @@ def naive(model, items):
 
 def _model_batches(tens, batch_size):
     "The batches the pipeline forms: chunks of `batch_size` split by `shape_batches` where the package has it, else plain chunks."
-    import trailnb.infer as ti
+    try: import trailnb.predict as ti
+    except ImportError: import trailnb.infer as ti  # an older trailnb (before trailnb.predict)
     if not hasattr(ti, "shape_batches"): return [tens[i:i + batch_size] for i in range(0, len(tens), batch_size)]
     dec = [{"i": i, "img": x, "failure": None, "scale": s} for i, (x, s) in enumerate(tens)]
     return [[(d["img"], d["scale"]) for d in b] for i in range(0, len(dec), batch_size) for b in ti.shape_batches(dec[i:i + batch_size])]
@@ -163,7 +166,8 @@ def precision_on_dataset(det, data):
     "COCO AP of fp32 and bf16 inference on a labelled dataset, and how far their detections are apart."
     from trailnb.data import load_coco
     from trailnb.evaluate import evaluate
-    from trailnb.infer import dataset_items
+    try: from trailnb.predict import dataset_items
+    except ImportError: from trailnb.infer import dataset_items  # an older trailnb (before trailnb.predict)
     ds = load_coco(data)
     items = dataset_items(ds)
     res = {}

@@ -15,7 +15,7 @@ from trailnb.core import Detections, sample_data_dir
 from trailnb.data import DetectionDataset, ImageRecord, load_coco
 from trailnb.evaluate import precision_recall_f1
 from trailnb.results import read_results
-from trailnb.review import align, match_dataset
+from trailnb.evaluate import align, match_dataset
 
 
 def _data(copies: int, seed: int = 0):

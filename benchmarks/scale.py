@@ -35,7 +35,7 @@ def _setup(a):
 def worker_train(a):
     "Time `--steps` DDP steps (after one warm-up) with batch `--batch-size` per process; rank 0 reports images/s."
     torch, info, ds, det = _setup(a)
-    from trailnb.data import TorchDetectionDataset
+    from trailnb.torchdata import TorchDetectionDataset
     from trailnb.distributed import barrier, ddp_model, distributed_loader, set_epoch
     from trailnb.train import TrainConfig, make_loader, make_optimizer, train_one_epoch
     cfg = TrainConfig(arch=ARCH, max_dim=a.max_dim, batch_size=a.batch_size, workers=0, lr=0.005, amp=False)
@@ -55,7 +55,7 @@ def worker_infer(a):
     "Time `iter_predictions` over this process's shard of the images; rank 0 reports images/s."
     torch, info, ds, det = _setup(a)
     from trailnb.distributed import barrier, gather_shards, shard_items
-    from trailnb.infer import InferItem, iter_predictions
+    from trailnb.predict import InferItem, iter_predictions
     det = det.optimize_for_inference()
     items = shard_items([InferItem(str(r.path), r.file_name) for r in ds.images], info.rank, info.world_size)
     list(iter_predictions(det, items[:2], batch_size=a.batch_size, workers=0))  # warm-up
@@ -122,7 +122,7 @@ def main(argv=None):
     p.add_argument("--data", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker: return run_worker(a)
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     a.data = str(make_synthetic_dataset(tmp / "data", n=a.n, size=(a.max_dim * 2, a.max_dim * 3 // 2), seed=0))
     cores = os.cpu_count() or 1

@@ -18,7 +18,12 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     from trailnb.core import get_device, seed_everything
-    from trailnb.data import TorchDetectionDataset, load_coco, make_synthetic_dataset
+    from trailnb.data import load_coco
+    try:
+        from trailnb.synthetic import make_synthetic_dataset
+        from trailnb.torchdata import TorchDetectionDataset
+    except ImportError:  # an older trailnb (before the synthetic world and the torch dataset left trailnb.data)
+        from trailnb.data import make_synthetic_dataset, TorchDetectionDataset
     from trailnb.models import build_detector
     from trailnb.train import TrainConfig, make_loader, make_optimizer, train_one_epoch
     device = get_device(a.device)

@@ -34,7 +34,7 @@ def main(argv=None):
     if sq is None:
         print("squirrels sample data not found (set TRAILNB_SAMPLE_DATA); nothing to measure.")
         return 0
-    import trailnb.yolo as ty  # sets Ultralytics up offline before it is imported
+    import trailnb.yolo_train as ty  # sets Ultralytics up offline before it is imported (through trailnb.yolo)
     from trailnb.data import load_yolo
     from trailnb.train import train
 

@@ -179,3 +179,17 @@ def test_command_line(models, photos, tmp_path):
     info = json.loads((tmp_path / "cli.json").read_text())["info"]["autolabel"]
     assert info["prompts"] == {"deer": ["deer", "a deer"], "fox": ["fox"]} and info["thresholds"]["fox"] == 0.9
     assert {f.name for f in __import__("dataclasses").fields(AutolabelConfig)} >= {"images", "prompts", "model", "out", "masks"}
+
+
+def test_autolabel_defaults_are_the_configs():
+    "autolabel's keyword defaults (and those of its widget and steps) are AutolabelConfig's: each setting defined once."
+    import dataclasses, inspect
+    from trailnb.autolabel import autolabel_widget, label_items, select_labels
+    from trailnb.core import field_default
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(AutolabelConfig)}
+    for fn in (autolabel, autolabel_widget, label_items, select_labels):
+        sig = inspect.signature(fn).parameters
+        shared = {k for k in sig if k in defaults and sig[k].default is not inspect.Parameter.empty} - {"class_thresh"}
+        assert shared and {k: sig[k].default for k in shared} == {k: defaults[k] for k in shared}, fn.__name__
+    # class_thresh: None in Python (no per-class thresholds) is the command line's empty list
+    assert inspect.signature(autolabel).parameters["class_thresh"].default is None and AutolabelConfig().class_thresh == ()

@@ -90,3 +90,18 @@ def test_help_says_each_default_once_and_in_command_line_words():
             assert "none for None" not in h and "None" not in h, (name, a.dest, h)
             assert h.lower().count("default") <= 1, (name, a.dest, h)
             assert "(default: )" not in h and "(default: ())" not in h, (name, a.dest, h)
+
+
+def test_a_command_calls_its_function_with_the_flags_given(monkeypatch, tmp_path):
+    "`trailnb train --config F --resume R --epochs 30` is `train(F, resume=R, epochs='30')`: the flags given are the keywords given."
+    import trailnb.train as T
+    from trailnb.cli import main
+    from trailnb.core import load_settings
+    seen = []
+    monkeypatch.setattr(T, "train", lambda cfg=None, **kw: seen.append(load_settings(T.TrainConfig, cfg, **kw)))
+    (tmp_path / "c.yaml").write_text("lr: null\nbatch_size: 4\n")
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--resume", "run1", "--epochs", "30"]) == 0
+    assert main(["train", "--resume", "run1"]) == 0
+    (cfg, given), (cfg2, given2) = seen
+    assert (cfg.resume, cfg.epochs, cfg.lr, cfg.batch_size) == ("run1", 30, None, 4)
+    assert given == {"lr", "batch_size", "resume", "epochs"} and given2 == {"resume"}  # a default given counts; none other

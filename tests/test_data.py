@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from trailnb.core import DataError, sample_data_dir, write_json
-from trailnb.data import (TorchDetectionDataset, check_data, image_size, load_coco, load_dataset, load_image,
-                          load_yolo, save_coco, save_yolo, split_by_sequence, strip_ls_prefix, validate_dataset)
+from trailnb.data import (check_data, image_size, load_coco, load_dataset, load_image, load_yolo, save_coco, save_yolo,
+                          split_by_sequence, strip_ls_prefix, validate_dataset)
+from trailnb.torchdata import TorchDetectionDataset
 
 SQ = sample_data_dir("squirrels")
 CT = sample_data_dir("camtrap31")
@@ -210,7 +211,8 @@ def test_load_dataset_detects_formats():
 def test_an_unreadable_file_is_reported_after_ultralytics_patched_pil(tmp_path):
     """Ultralytics replaces PIL.Image.open on import (it loads pi-heif on the first unreadable file): a non-image is
     still listed as unreadable, never a crash (a missing pi-heif used to raise ModuleNotFoundError)."""
-    from trailnb.data import make_synthetic_dataset, validate_dataset
+    from trailnb.data import validate_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     from trailnb.yolo import import_ultralytics
     import_ultralytics()
     import PIL.Image

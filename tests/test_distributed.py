@@ -134,8 +134,8 @@ def test_torchrun_launches_python_m_trailnb(capfd):
 
 def test_merge_refuses_a_shard_of_another_run(tmp_path):
     from trailnb.core import ConfigError, Detections
-    from trailnb.distributed import merge_shards, shard_checkpoint, shard_checkpoints, shard_items
-    from trailnb.infer import ResultsLog
+    from trailnb.distributed import shard_checkpoint, shard_checkpoints, shard_items
+    from trailnb.predict import ResultsLog, merge_shards
     from trailnb.results import ImageResult
     files = [f"cam{i % 3}/img{i}.jpg" for i in range(7)]
     for r, sig in enumerate([{"model": "a.pt"}, {"model": "b.pt"}]):
@@ -228,7 +228,8 @@ def _validate_worker(rank, port, out, data):
 
 def test_distributed_validation_equals_one_process_exactly(tmp_path):
     "7 images (odd), batch 2, 2 ranks: every image counted once, the same COCO metrics to the last digit, on both ranks."
-    from trailnb.data import load_coco, make_synthetic_dataset
+    from trailnb.data import load_coco
+    from trailnb.synthetic import make_synthetic_dataset
     from trailnb.models import build_detector
     from trailnb.train import validate
     _register_test_archs()
@@ -381,7 +382,7 @@ def finetune(tmp_path_factory):
     """Fine-tuning settings for a tiny Faster R-CNN at 64 px: starting from a checkpoint freezes BatchNorm (as with
     pretrained weights), no augmentation, 8 synthetic images of one size."""
     from trailnb.core import seed_everything
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     from trailnb.models import build_detector
     tmp = tmp_path_factory.mktemp("finetune")
     data = make_synthetic_dataset(tmp / "data", n=12, size=(96, 64), seed=0)
@@ -433,7 +434,7 @@ def _col(csv_path, name):
 def test_yolo_with_nproc_or_under_torchrun_is_a_config_error(monkeypatch, tmp_path):
     "Ultralytics starts its own processes for device='0,1': nproc > 1, or an outer torchrun, is a clear error, not a hang."
     from trailnb.core import ConfigError
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     from trailnb.train import train
     data = str(make_synthetic_dataset(tmp_path / "data", n=4, size=(96, 64)))
     with pytest.raises(ConfigError, match="device='0,1'"): train(data=data, arch="yolov8n", nproc=2, out=str(tmp_path / "runs"))

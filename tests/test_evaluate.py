@@ -11,7 +11,8 @@ import pytest
 
 from trailnb.core import ConfigError, DataError, Detections, read_json, write_json
 from trailnb import models
-from trailnb.data import DetectionDataset, ImageRecord, load_coco, make_synthetic_dataset
+from trailnb.data import DetectionDataset, ImageRecord, load_coco
+from trailnb.synthetic import make_synthetic_dataset
 from trailnb.evaluate import (METRIC_KEYS, EvalConfig, coco_metrics, evaluate, load_predictions, match_detections,
                               per_class_ap, precision_recall_f1, run_cocoeval, run_evaluation)
 

@@ -47,7 +47,7 @@ def match(a, b, thresh):
 
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n=8, size=(128, 96), seed=1)
 
 
@@ -84,7 +84,8 @@ SLOW = ["fcos_resnet50_fpn", "ssd300_vgg16"]
 
 @pytest.mark.parametrize("arch", FAST + [pytest.param(a, marks=pytest.mark.slow) for a in SLOW])
 def test_parity_on_camtrap31(arch, sample_data, syn, tmp_path_factory, tmp_path):
-    from trailnb.export import ONNXDetector, export_onnx
+    from trailnb.export import export_onnx
+    from trailnb.onnx_detector import ONNXDetector
     from trailnb.models import load_detector
     pt = trained(arch, syn, tmp_path_factory)
     rep = export_onnx(pt, tmp_path / "m.onnx")
@@ -131,7 +132,8 @@ def test_infer_onnx_sorts_like_pt(sample_data, syn, tmp_path_factory, tmp_path):
 
 
 def test_int8_keeps_scores_and_heads_float(sample_data, syn, tmp_path_factory, tmp_path, capsys):
-    from trailnb.export import export_onnx, read_onnx_metadata
+    from trailnb.export import export_onnx
+    from trailnb.onnx_detector import read_onnx_metadata
     from trailnb.models import load_detector
     pt = trained("fasterrcnn_mobilenet_v3_large_320_fpn", syn, tmp_path_factory)
     imgs = camtrap_images(sample_data, 8)
@@ -158,7 +160,8 @@ def exported(syn, tmp_path_factory):
 
 
 def test_dynamic_int8_without_calibration(exported, tmp_path, capsys):
-    from trailnb.export import quantize_onnx, read_onnx_metadata
+    from trailnb.export import quantize_onnx
+    from trailnb.onnx_detector import read_onnx_metadata
     rec = quantize_onnx(exported[1], tmp_path / "d.onnx")
     assert rec["method"] == "dynamic" and "int8 (dynamic)" in capsys.readouterr().out
     assert rec["counts"]["MatMul"] == [2, 2]  # the box head's two fully connected layers; its predictors stay float
@@ -168,7 +171,8 @@ def test_dynamic_int8_without_calibration(exported, tmp_path, capsys):
 
 def test_metadata_describes_the_file(exported):
     import trailnb
-    from trailnb.export import ONNX_FORMAT_VERSION, file_sha256, read_onnx_metadata
+    from trailnb.export import file_sha256
+    from trailnb.onnx_detector import ONNX_FORMAT_VERSION, read_onnx_metadata
     pt, f = exported
     meta, _ = read_onnx_metadata(f)
     assert meta["format_version"] == ONNX_FORMAT_VERSION and meta["trailnb_version"] == trailnb.__version__
@@ -180,7 +184,8 @@ def test_metadata_describes_the_file(exported):
 def test_bad_files_are_clear_errors(exported, tmp_path):
     import onnx
     from trailnb.core import ModelError
-    from trailnb.export import META_KEY, save_onnx, set_onnx_metadata
+    from trailnb.export import save_onnx, set_onnx_metadata
+    from trailnb.onnx_detector import META_KEY
     from trailnb.models import load_detector
     _, f = exported
     model = onnx.load(str(f))

@@ -281,12 +281,12 @@ def test_video_and_bursts_tracked_end_to_end(tmp_path, monkeypatch):
     validator accepts, in the CSV and on the drawn copies; stills, clips.csv and an annotated video."""
     pytest.importorskip("megadetector", reason="install megadetector-utils (--no-deps) + jsonpickle for its validator")
     from megadetector.postprocessing.validate_batch_results import validate_batch_results
-    import trailnb.models
+    import trailnb.infer
     from trailnb.infer import run_inference
     from trailnb.results import load_image_results
     from trailnb.track import Walker, write_synthetic_video
     classes = ["deer", "fox"]
-    monkeypatch.setattr(trailnb.models, "load_detector", lambda path, device="auto": _BlobDetector(classes))
+    monkeypatch.setattr(trailnb.infer, "load_detector", lambda path, device="auto": _BlobDetector(classes))  # the name infer loads with
     src = tmp_path / "card"
     write_synthetic_video(src / "cam1" / "clip.mp4", [Walker(0, (40, 70), (6, 0)), Walker(1, (600, 190), (-6, 0), (50, 36), (0, 50)),
                                                       Walker(0, (960, 190), (-6, 0), frames=(60, 99))], 100, fps=10)
@@ -445,7 +445,8 @@ def test_agree_megadetector_benchmark(md6_yolo_run, sample_data, tmp_path):
 @pytest.mark.parametrize("arch", [ARCH, "yolov8n"])
 def test_detections_do_not_depend_on_batch_or_workers(arch, tmp_path):
     from trailnb.core import seed_everything
-    from trailnb.infer import InferItem, iter_predictions, torch_threads
+    from trailnb.infer import torch_threads
+    from trailnb.predict import InferItem, iter_predictions
     from trailnb.models import build_detector
     seed_everything(0)
     det = build_detector(arch, ["animal", "person", "vehicle"], weights=None, max_dim=96, device="cpu").optimize_for_inference()

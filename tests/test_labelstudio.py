@@ -302,3 +302,20 @@ def test_cli_help_and_config(capsys):
     assert "--data-roots" in out and "--basic-auth-user" in out and "LOCAL_FILES_DOCUMENT_ROOT" in out
     assert label_studio_cli(["config", "deer", "wild boar"]) is None
     assert parse_labeling_config(capsys.readouterr().out).labels == ["deer", "wild boar"]
+
+
+def test_push_and_pull_flags_default_to_their_functions_defaults():
+    "Each push/pull flag's default is the function's own (one definition): --url none, --score-thresh none, --max-boxes."
+    import inspect
+    from trailnb.core import CommandParser
+    from trailnb.labelstudio import MAX_BOXES, _parsers, pull, push
+    sub = _parsers(CommandParser(prog="trailnb label-studio"))
+    for cmd, fn, argv in (("push", push, ["r.json", "--project", "1"]), ("pull", pull, ["--project", "1", "--out", "o"])):
+        ns = vars(sub[cmd].parse_args(argv))
+        sig = inspect.signature(fn).parameters
+        shared = {k: v for k, v in ns.items() if k in sig and sig[k].default is not inspect.Parameter.empty}
+        assert shared and shared == {k: sig[k].default for k in shared}, (cmd, shared)
+        assert ns["url"] is None  # Label Studio's address is found as the function finds it, not a second default
+    assert vars(sub["push"].parse_args(["r.json", "--project", "1"]))["score_thresh"] is None
+    assert vars(sub["push"].parse_args(["r.json", "--project", "1"]))["max_boxes"] == MAX_BOXES
+    assert "(default: " in sub["push"].format_help() and "--score-thresh" in sub["push"].format_help()

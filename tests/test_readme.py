@@ -69,7 +69,7 @@ def _fresh_env(home: Path) -> dict:
 
 def _tiny_project(d: Path):
     "labels/result.json + images (a Label Studio-style export) and a 'memory card' folder of new photos."
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     make_synthetic_dataset(d / "labels", n=12, size=(128, 96), seed=0).rename(d / "labels" / "result.json")
     make_synthetic_dataset(d / "cardgen", n=6, size=(128, 96), seed=1)
     shutil.move(str(d / "cardgen" / "images"), str(d / "card")); shutil.rmtree(d / "cardgen")

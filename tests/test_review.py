@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from trailnb.data import load_coco
-from trailnb.evaluate import precision_recall_f1
+from trailnb.evaluate import align, match_dataset, precision_recall_f1
 from trailnb.results import read_results
 from trailnb.core import DataError
-from trailnb.review import (REVIEW_COLORS, ReviewError, align, evaluate_fiftyone, export_corrections, false_negatives,
-                            false_positives, free_port, from_relative_boxes, launch, load_review, match_dataset,
-                            most_errors, review_views, run_review, save_review_views, to_fiftyone)
+from trailnb.review import (REVIEW_COLORS, ReviewError, evaluate_fiftyone, export_corrections, false_negatives,
+                            false_positives, free_port, from_relative_boxes, launch, load_review, most_errors,
+                            review_views, run_review, save_review_views, to_fiftyone)
 
 import fiftyone as fo  # noqa: E402 (a requirement; conftest.py set its environment before this import)
 from fiftyone import ViewField as F  # noqa: E402
@@ -244,7 +244,7 @@ def test_run_review_from_files(camtrap):
 
 def _synthetic_files(d: Path, n: int = 8):
     "A synthetic COCO dataset and a bare COCO results list: every GT box at score 0.9, plus one box at 0.03."
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     ann = make_synthetic_dataset(d / "syn", n=n, size=(96, 64), seed=1)
     coco = json.loads(ann.read_text())
     res = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}

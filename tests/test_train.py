@@ -1,14 +1,15 @@
 """Integration tests of trailnb.train: learning, exact resume, resume with given settings, run folder contents,
 bad images skipped before training, sampling options."""
-import argparse, csv, shutil
+import argparse, csv, dataclasses, shutil, sys
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trailnb.core import ConfigError, DataError, add_config_args, config_from_args, load_config, sample_data_dir
-from trailnb.data import load_yolo, make_synthetic_dataset
+from trailnb.core import ConfigError, DataError, add_config_args, args_settings, load_settings, sample_data_dir
+from trailnb.data import load_yolo
+from trailnb.synthetic import make_synthetic_dataset
 from trailnb.models import load_detector, read_checkpoint
-from trailnb.train import TrainConfig, _resolve_config, validate as evaluate, train
+from trailnb.train import TrainConfig, resolve_config, validate as evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +59,76 @@ def test_resume_with_more_epochs_trains_them(syn, tmp_path):
     np.testing.assert_allclose([h["lr"] for h in longer.history], [h["lr"] for h in straight.history], rtol=1e-9)
 
     # a setting given through any door wins even when it equals TrainConfig's default (the saved run says 3)
-    default = TrainConfig().epochs
+    default, run = TrainConfig().epochs, str(short.run_dir)
     parser = add_config_args(argparse.ArgumentParser(), TrainConfig)
-    for cfg in (TrainConfig(resume=str(short.run_dir), epochs=default),  # keyword
-                config_from_args(TrainConfig, parser.parse_args(["--resume", str(short.run_dir), "--epochs", str(default)])),
-                load_config(TrainConfig, {"resume": str(short.run_dir), "epochs": default})):  # YAML keys
-        assert _resolve_config(cfg, {})[0].epochs == default
-    assert _resolve_config(None, {"resume": str(short.run_dir)})[0].epochs == 3  # not given: the saved value
-    cli = config_from_args(TrainConfig, parser.parse_args(["--resume", str(short.run_dir), "--lr", "none"]))
-    assert _resolve_config(cli, {})[0].lr is None and read_checkpoint(short.run_dir / "last.pt")["train_config"]["lr"] is None
+    def flags(*argv):  # (config, given) of a command line, as `trailnb train` hands them to train()
+        cfg_file, given_flags = args_settings(TrainConfig, parser.parse_args(list(argv)))
+        return load_settings(TrainConfig, cfg_file, **given_flags)
+    for cfg, given in (load_settings(TrainConfig, resume=run, epochs=default),  # keyword
+                       (TrainConfig(resume=run, epochs=default), {"resume", "epochs"}),  # a config and its given names
+                       flags("--resume", run, "--epochs", str(default)),  # flags
+                       load_settings(TrainConfig, {"resume": run, "epochs": default})):  # YAML keys
+        assert resolve_config(cfg, given)[0].epochs == default
+    assert resolve_config(*load_settings(TrainConfig, resume=run))[0].epochs == 3  # not given: the saved value
+    assert resolve_config(TrainConfig(resume=run, epochs=default))[0].epochs == 3  # a config alone: its changed fields
+    assert resolve_config(*flags("--resume", run, "--lr", "none"))[0].lr is None
+    assert read_checkpoint(short.run_dir / "last.pt")["train_config"]["lr"] is None
     with pytest.raises(ConfigError, match="max_dim=96.*input size"):
         train(resume=str(short.run_dir), max_dim=96)
     with pytest.raises(ConfigError, match="arch='fasterrcnn_resnet18'"):
         train(resume=str(short.run_dir), arch="fasterrcnn_resnet18", epochs=4)
     with pytest.raises(ConfigError, match="trained 3 epochs"):
         train(resume=str(short.run_dir), epochs=2)
+
+
+def test_replace_marks_nothing_given(syn, tmp_path):
+    "A config made by `dataclasses.replace` counts only its changed fields as given: it resumes a run with other settings."
+    short = train(data=str(syn), epochs=1, out=str(tmp_path), name="short", **TINY)  # max_dim 64, saved
+    cfg = dataclasses.replace(TrainConfig(), resume=str(short.run_dir), epochs=2, progress=False)
+    resumed = train(cfg)  # max_dim is 640 in cfg but was not given: the run keeps its 64
+    assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.detector.max_dim == 64
+    with pytest.raises(ConfigError, match="max_dim=640"):  # given explicitly, it is refused by name
+        train(cfg, given={"resume", "epochs", "max_dim"})
+
+
+def test_relaunch_hands_on_exactly_the_given_settings(syn, tmp_path, monkeypatch):
+    "nproc > 1 starts torchrun with a YAML file of exactly the settings given (and the run's name), never the defaults."
+    import trailnb.distributed as D, trailnb.train as T, yaml
+    sent = []
+    monkeypatch.setattr(D, "launch_torchrun", lambda n, args: sent.append((n, yaml.safe_load(open(args[-1])))) or 0)
+    monkeypatch.setattr(T, "read_run", lambda run_dir: run_dir)  # no processes ran: nothing to read back
+    train(dataclasses.replace(TrainConfig(data=str(syn)), nproc=2, out=str(tmp_path)))
+    train(data=str(syn), nproc=2, epochs=TrainConfig().epochs, name="n")  # a default given by keyword travels
+    (n1, a), (n2, b) = sent
+    assert n1 == n2 == 2 and set(a) == {"data", "nproc", "out", "name"} and a["out"] == str(tmp_path)
+    assert b == {"data": str(syn), "nproc": 2, "epochs": TrainConfig().epochs, "name": "n"}
+
+
+def test_a_run_resolves_its_config_once_reads_last_pt_once_and_chooses_the_device_once(syn, tmp_path, monkeypatch):
+    "Counted calls: `resolve_config` once per train(), last.pt read once on resume, the device chosen once per run."
+    import trailnb.train as T
+    calls = {"resolve": 0, "device": 0, "last.pt": 0}
+    resolve, load = T.resolve_config, torch.load
+    def counted_resolve(*a, **k):
+        calls["resolve"] += 1
+        return resolve(*a, **k)
+    def counted_load(f, *a, **k):
+        calls["last.pt"] += Path(str(f)).name == "last.pt"
+        return load(f, *a, **k)
+    monkeypatch.setattr(T, "resolve_config", counted_resolve)
+    monkeypatch.setattr(torch, "load", counted_load)
+    for name, mod in list(sys.modules.items()):  # every module's name for get_device: count the choices made
+        get = getattr(mod, "get_device", None) if name.startswith("trailnb") else None
+        if get is None: continue
+        def counted_device(device="auto", _get=get):
+            calls["device"] += not isinstance(device, torch.device)  # a torch.device passed on is a choice already made
+            return _get(device)
+        monkeypatch.setattr(mod, "get_device", counted_device)
+    fresh = train(data=str(syn), epochs=1, out=str(tmp_path), name="fresh", **TINY)
+    assert calls == {"resolve": 1, "device": 1, "last.pt": 0}, calls
+    calls.update(resolve=0, device=0)
+    train(resume=str(fresh.run_dir), epochs=2, progress=False)
+    assert calls == {"resolve": 1, "device": 1, "last.pt": 1}, calls
 
 
 def test_truncated_jpeg_is_listed_and_skipped_before_training(syn, tmp_path):

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 from trailnb.cli import main
-from trailnb.data import make_synthetic_dataset
+from trailnb.synthetic import make_synthetic_dataset
 from trailnb.models import load_detector, read_checkpoint
 from trailnb.train import train
 

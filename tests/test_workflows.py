@@ -118,7 +118,7 @@ def test_review_from_trailnb_run_reopens_from_the_project(tmp_path):
     if not hasattr(trailnb.review, "home_database"):  # FiftyOne joins any database service the user already runs
         pytest.skip("needs trailnb.review.home_database: FiftyOne attaches to any running database service, whatever "
                     "its folder (issue 11 item 5, patch to nbs/06_review.ipynb)")
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     project = tmp_path / "project"; (project / ".trailnb").mkdir(parents=True); (project / "nbs").mkdir()
     ann = make_synthetic_dataset(project / "data", n=4, size=(96, 64), seed=3)
     gt = json.loads(ann.read_text())

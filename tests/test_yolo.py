@@ -20,8 +20,9 @@ _NO_NET = textwrap.dedent("""
     socket.socket.connect = refuse("connect"); socket.socket.connect_ex = refuse("connect_ex")
     out = Path(sys.argv[1])
     try:
-        import trailnb.yolo as ty
-        from trailnb.data import load_dataset, make_synthetic_dataset, split_by_sequence
+        import trailnb.yolo_train as ty
+        from trailnb.data import load_dataset, split_by_sequence
+        from trailnb.synthetic import make_synthetic_dataset
         from trailnb.models import load_detector
         ds = load_dataset(make_synthetic_dataset(out / "syn", n=10, size=(128, 96), seed=1))
         tr, va = split_by_sequence(ds, val_frac=0.3)
@@ -71,7 +72,7 @@ def test_importing_does_no_work(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic_coco(tmp_path_factory):
-    from trailnb.data import make_synthetic_dataset
+    from trailnb.synthetic import make_synthetic_dataset
     return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n=10, size=(128, 96), seed=2)
 
 
@@ -111,7 +112,7 @@ def _squirrel_splits(sq):
 
 
 def test_squirrels_evaluated_by_trailnb_and_ultralytics(sample_data, tmp_path):
-    import trailnb.yolo as ty
+    import trailnb.yolo_train as ty
     from trailnb.train import train
     res = train(data=str(sample_data / "squirrels" / "data.yaml"), split="given", arch="yolo11n", epochs=2,
                 max_dim=160, device="cpu", workers=0, out=str(tmp_path), name="sq", progress=False)
@@ -120,7 +121,7 @@ def test_squirrels_evaluated_by_trailnb_and_ultralytics(sample_data, tmp_path):
     rows = ty.compare_with_ultralytics(res.detector, val)
     assert [r["metric"] for r in rows] == ["AP", "AP50", "AP75"]
     # same pixels (rect=False) and the same 300 boxes per image: only the integration rules differ, by at most
-    # the documented bound (nbs/07_yolo.ipynb, "trailnb's COCO metrics next to Ultralytics' own val")
+    # the documented bound (nbs/07a_yolo_train.ipynb, "trailnb's COCO metrics next to Ultralytics' own val")
     for r in rows: assert abs(r["trailnb_300"] - r["ultralytics_square"]) <= r["bound"], r
     for r in rows: assert abs(r["trailnb_300"] - r["ultralytics_on_ours"]) <= r["bound"], r  # same detections
     assert all(abs(r["bound"] - (1 / 8 + 1 / 101)) < 1e-9 for r in rows)  # 4 boxes of one class: 1/(2*4) + 1/101
@@ -156,3 +157,22 @@ def test_80_class_ultralytics_pt_finetunes_to_squirrels(sample_data, tmp_path):
     assert ck["weights_init"] == rep and ck["weights_source"] == str(src)
     tuned = load_detector(res.run_dir / "best.pt", device="cpu")
     assert tuned.yolo.model.model[-1].nc == 3 and tuned.classes == ["animal", "person", "vehicle"]
+
+
+def test_a_megadetector_file_decides_with_megadetectors_nms(tmp_path):
+    """A MegaDetector-v6-form file (Ultralytics, classes animal/person/vehicle) keeps MegaDetector's own NMS IoU
+    (0.45, its batch tool's default "classic" mode) and thresholds; any other Ultralytics file keeps Ultralytics'
+    0.7. With overlapping boxes from a random network, 0.45 keeps fewer of them: the rule is applied, not just set."""
+    import numpy as np
+    import trailnb.yolo as ty
+    from trailnb.models import MEGADETECTOR_CLASSES, MEGADETECTOR_NMS_IOU, load_detector
+    md = load_detector(ty.write_ultralytics_checkpoint("yolov8n.yaml", tmp_path / "md.pt", names=MEGADETECTOR_CLASSES,
+                                                       imgsz=64, score_bias=0.0), device="cpu")
+    other = load_detector(ty.write_ultralytics_checkpoint("yolov8n.yaml", tmp_path / "o.pt", names=["deer", "fox"],
+                                                          imgsz=64), device="cpu")
+    assert (md.megadetector, md.nms_iou, md.usual_thresholds) == (True, MEGADETECTOR_NMS_IOU, {"score": 0.005, "sort": 0.2})
+    assert (other.megadetector, other.nms_iou) == (False, 0.7)
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    n45 = len(md.predict(img, score_thresh=0.0))
+    md.nms_iou = 0.7
+    assert len(md.predict(img, score_thresh=0.0)) > n45

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from trailnb.cli import main
-from trailnb.data import make_synthetic_dataset
+from trailnb.synthetic import make_synthetic_dataset
 from trailnb.models import load_detector, read_checkpoint
 from trailnb.train import TrainConfig, check_run_data, held_out_names, train
 
@@ -48,7 +48,7 @@ def epochs_started(monkeypatch):
     return seen, stop_at
 
 
-@pytest.mark.slow  # three short YOLO trainings (95 s measured on a busy 2-core machine); more epochs alone: nbs/07_yolo.ipynb
+@pytest.mark.slow  # three short YOLO trainings (95 s measured on a busy 2-core machine); more epochs alone: nbs/07a_yolo_train.ipynb
 def test_yolo_run_resumes_after_ctrl_c_and_with_more_epochs(syn, tmp_path, monkeypatch, capsys, no_network, epochs_started):
     seen, stop_at = epochs_started
     monkeypatch.chdir(tmp_path)

@@ -68,10 +68,10 @@ def main():
     for arch, ck in models.items():
         for name, src in cards.items():
             out = OUT / "infer" / f"{arch}-{name}"
-            run("infer", ck, src, "--out", out, "--score-thresh", 0.001, "--sort-thresh", 0.01,
+            run("infer", ck, src, "--out", out, "--score-thresh", 0.001, "--sort-thresh", 0.001,
                 "--sort", "hardlink", "--track", "--max-dim", 160)
             run("sort", out / "results_md.json", "--images", src, "--out", OUT / "sorted" / f"{arch}-{name}",
-                "--sort-thresh", 0.02)
+                "--sort-thresh", 0.002)
         run("evaluate", "--checkpoint", ck, "--data", card, "--out-dir", OUT / "eval" / arch, "--all-images",
             "--min-score", 0.001)
     for sub in ("infer", "sorted", "eval"): listing(OUT / sub)

@@ -36,7 +36,8 @@ NOTEBOOK_CELLS = [
     {"cell_type": "markdown", "metadata": {}, "source": "# trailnb widgets in JupyterLab (offline check)"},
     _code("""
 import sys, numpy as np, ipywidgets, trailnb
-from trailnb.data import make_synthetic_dataset, load_coco
+from trailnb.data import load_coco
+from trailnb.synthetic import make_synthetic_dataset
 from trailnb.core import Detections
 from trailnb.review import threshold_explorer
 """),

@@ -7,5 +7,5 @@ __all__ = []
 
 # %% ../nbs/90a_main.ipynb #3291e04f
 #| eval: false
-from .cli import _console
-if __name__ == "__main__": _console()
+from .cli import console_main
+if __name__ == "__main__": console_main()

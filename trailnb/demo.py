@@ -7,6 +7,13 @@ from __future__ import annotations
 import shlex, time
 from pathlib import Path
 from .core import in_notebook, seed_everything, write_json
+from .data import validate_dataset, split_by_sequence, show_samples, save_coco, load_coco
+from .synthetic import make_synthetic_dataset
+from .train import train, plot_history
+from .evaluate import evaluate
+from .infer import run_inference
+from .review import (ReviewConfig, evaluate_fiftyone, false_negatives, false_positives, save_review_views,
+                            to_fiftyone)
 
 # %% auto #0
 __all__ = ['train_command', 'sort_check', 'DemoResult', 'run_demo']
@@ -66,7 +73,6 @@ def _show(fig):
 
 def _data(out: Path, n: int, cameras: int, val_frac: float, seed: int, res: dict) -> tuple:
     "Stages 1-2: generate and validate the data, split it by sequence, save both halves and a grid of samples."
-    from trailnb.data import make_synthetic_dataset, validate_dataset, split_by_sequence, show_samples, save_coco
     _say(f"1. data: {n} synthetic camera-trap images from {cameras} cameras")
     ds, report = validate_dataset(make_synthetic_dataset(out / "data", n=n, seed=seed, cameras=cameras), progress=False)
     print(report)
@@ -86,7 +92,6 @@ def _data(out: Path, n: int, cameras: int, val_frac: float, seed: int, res: dict
 # %% ../nbs/91_demo.ipynb #018cdb34
 def _train(out: Path, settings: dict, res: dict):
     "Stage 3: train with `settings` (printed as the equivalent command line first); returns the best detector."
-    from trailnb.train import train, plot_history
     _say(f"3. train {settings['arch']} from scratch: {settings['epochs']} epochs at {settings['max_dim']} px")
     res["train_command"] = train_command(settings)
     print(f"the same training from a shell:\n  {res['train_command']}", flush=True)
@@ -101,7 +106,6 @@ def _train(out: Path, settings: dict, res: dict):
 # %% ../nbs/91_demo.ipynb #cba0b18d
 def _evaluate(out: Path, val_ds, det, res: dict):
     "Stage 4: COCO metrics of `det` on the held-out sequences, and the sorting threshold that keeps 99% of their animal photos."
-    from trailnb.evaluate import evaluate
     _say("4. evaluate on the held-out sequences (COCO metrics through pycocotools)")
     report = evaluate(val_ds, det, score_thresh=det.usual_thresholds["sort"], target_recall=0.99,
                       note="synthetic demo data, held-out sequences")
@@ -123,8 +127,6 @@ def _evaluate(out: Path, val_ds, det, res: dict):
 # %% ../nbs/91_demo.ipynb #8de0787b
 def _sort_card(out: Path, new_photos: int, cameras: int, seed: int, res: dict):
     "Stage 5: the next memory card of the same cameras, half its bursts empty: results files, sorted folders, drawn boxes."
-    from trailnb.data import load_coco, make_synthetic_dataset
-    from trailnb.infer import run_inference
     _say(f"5. the next memory card: {new_photos} new photos from the same cameras -> results files, sorted folders, drawn boxes")
     card = load_coco(make_synthetic_dataset(out / "new_card", n=new_photos, seed=seed + 1000, empty_frac=0.5,
                                             cameras=cameras, scenes_seed=seed))
@@ -141,8 +143,6 @@ def _sort_card(out: Path, new_photos: int, cameras: int, seed: int, res: dict):
 # %% ../nbs/91_demo.ipynb #1eaddd20
 def _review(val_ds, det, name: str, res: dict):
     "Stage 6: the FiftyOne review of the validation set: ground truth, predictions, evaluation, saved views."
-    from trailnb.review import (ReviewConfig, evaluate_fiftyone, false_negatives, false_positives, save_review_views,
-                                to_fiftyone)
     _say("6. review: FiftyOne dataset of the validation set with ground truth and predictions")
     preds = det.predict([r.path for r in val_ds.images], score_thresh=det.usual_thresholds["score"])
     fds = to_fiftyone(val_ds, preds, name=name, overwrite=True)

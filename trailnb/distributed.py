@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
-from .core import ConfigError, get_device, logger
+from .core import ConfigError, get_device, logger, TrailnbError, config_to_dict
 
 # %% auto #0
 __all__ = ['DistInfo', 'launched_by_torchrun', 'init_distributed', 'cleanup', 'barrier', 'broadcast_object', 'all_gather_object',
            'epoch_seed', 'DistributedBatchSampler', 'distributed_loader', 'set_epoch', 'shard_items', 'unshard',
            'gather_shards', 'shard_batches', 'gather_batches', 'run_on_main', 'global_batch', 'scale_lr',
-           'sync_gradients', 'ddp_model', 'shard_checkpoint', 'shard_checkpoints', 'merge_shards', 'torchrun_command',
+           'sync_gradients', 'ddp_model', 'shard_checkpoint', 'shard_checkpoints', 'torchrun_command',
            'launch_torchrun', 'refuse_under_torchrun', 'relaunch', 'quiet_unless_main']
 
 # %% ../nbs/03a_distributed.ipynb #c5aec104
@@ -207,19 +207,6 @@ def shard_checkpoints(out) -> list[Path]:
     "Every rank's checkpoint file in `out`, by rank."
     return sorted(Path(out).glob("checkpoint.rank*.jsonl"), key=lambda p: int(p.name.split(".")[1][4:]))
 
-def merge_shards(paths: list,  # shard checkpoints (`shard_checkpoints(out)`)
-                 sig: dict,  # this run's signature: a shard made with other settings is refused
-                 ) -> dict:
-    "`{file: ImageResult}` of every finished image in the shards (a `ConfigError` for a shard of another run)."
-    from trailnb.infer import ResultsLog
-    done = {}
-    for p in paths:
-        got, _ = ResultsLog.load(p, sig)
-        dup = done.keys() & got.keys()
-        if dup: logger.warning("%d image(s) appear in more than one shard (e.g. %s); keeping one", len(dup), min(dup))
-        done.update(got)
-    return done
-
 # %% ../nbs/03a_distributed.ipynb #68079109
 def torchrun_command(nproc: int,  # processes per machine (GPUs per machine; on CPU, 1-2 per socket)
                      args: list,  # the trailnb command line after `trailnb`, e.g. ["train", "--data", "x.json"]
@@ -253,13 +240,12 @@ def refuse_under_torchrun(what: str):
 
 # %% ../nbs/03a_distributed.ipynb #99b444bf
 def relaunch(command: str,  # the trailnb command: train or infer
-             cfg,  # its config (a dataclass); the settings given in it are handed on
+             cfg,  # its config (a dataclass)
              nproc: int,  # processes per machine
+             given,  # the names of the settings that were given (`load_settings`): only these are handed on
              ) -> None:
-    "Run `trailnb COMMAND` with `cfg`'s given settings under torchrun; a `TrailnbError` when a process fails."
+    "Run `trailnb COMMAND` with `cfg`'s `given` settings under torchrun; a `TrailnbError` when a process fails."
     import tempfile, yaml
-    from trailnb.core import TrailnbError, config_to_dict, given_fields
-    given = given_fields(cfg)
     settings = {k: v for k, v in config_to_dict(cfg).items() if k in given}
     with tempfile.TemporaryDirectory(prefix="trailnb-launch-") as tmp:
         p = Path(tmp) / f"{command}.yaml"

@@ -11,13 +11,17 @@ import numpy as np
 from fastcore.basics import patch
 from .core import (ConfigError, progress_bar, DataError, Detections, TrailnbError, atomic_write, config_to_dict,
                           load_config, logger, read_json, write_json)
-from .data import DetectionDataset, coco_dict
+from .data import DetectionDataset, coco_dict, validate_dataset
+from .predict import dataset_items, iter_predictions
+from .results import read_results
+from .models import load_detector
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'BACKENDS', 'PLOTS', 'coco_gt_dict', 'coco_results', 'run_cocoeval', 'coco_metrics', 'per_class_ap',
            'pr_curves', 'match_detections', 'prf', 'precision_recall_f1', 'confusion_matrix', 'image_level_metrics',
-           'EvalReport', 'predict_dataset', 'remap_classes', 'evaluate', 'align_predictions', 'load_predictions',
-           'EvalConfig', 'scored_images', 'run_evaluation']
+           'fmt_metric', 'EvalReport', 'predict_dataset', 'remap_classes', 'evaluate', 'align_predictions',
+           'load_predictions', 'EvalConfig', 'scored_images', 'run_evaluation', 'PRPoint', 'Matches', 'gt_items',
+           'align', 'match_dataset', 'pr_table']
 
 # %% ../nbs/04_evaluate.ipynb #1b44ca8f
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -263,7 +267,10 @@ def image_level_metrics(ds: DetectionDataset,  # ground truth
     return out
 
 # %% ../nbs/04_evaluate.ipynb #ce525003
-def _fmt(v) -> str: return "–" if v is None or (isinstance(v, float) and v < 0) else f"{v:.3f}"
+def fmt_metric(v,  # a metric, rate or count; None or negative (-1.0, as COCOeval writes it) means undefined
+               ) -> str:
+    "A metric as table text: three decimals, or \"–\" where it is undefined."
+    return "–" if v is None or (isinstance(v, float) and v < 0) else f"{v:.3f}"
 
 @dataclass
 class EvalReport:
@@ -280,8 +287,8 @@ class EvalReport:
 
     def _repr_markdown_(self): return self.summary()
     def __repr__(self):
-        return (f"EvalReport({self.settings.get('dataset', '')!r}: AP {_fmt(self.metrics['AP'])}, AP50 {_fmt(self.metrics['AP50'])}, "
-                f"image recall {_fmt(self.image_level['recall'])} at {self.image_level['score_thresh']:g})")
+        return (f"EvalReport({self.settings.get('dataset', '')!r}: AP {fmt_metric(self.metrics['AP'])}, AP50 {fmt_metric(self.metrics['AP50'])}, "
+                f"image recall {fmt_metric(self.image_level['recall'])} at {self.image_level['score_thresh']:g})")
 
     def to_dict(self) -> dict:
         "Everything as JSON-ready values (the content of metrics.json)."
@@ -301,26 +308,26 @@ def summary(self: EvalReport) -> str:
     L += [f"{s.get('n_images', 0)} images, {s.get('n_boxes', 0)} ground-truth boxes, {s.get('n_dets', 0)} detections; "
           f"COCO backend {s.get('backend')}." + (f" {len(self.skipped)} image(s) without predictions left out." if self.skipped else ""), "",
           "| AP | AP50 | AP75 | APs | APm | APl | AR1 | AR10 | AR100 |", "|" + "---|" * 9,
-          "| " + " | ".join(_fmt(m[k]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")) + " |", "",
+          "| " + " | ".join(fmt_metric(m[k]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")) + " |", "",
           f"## Per class (P/R/F1 at score ≥ {self.prf['score_thresh']:g}, IoU ≥ {self.prf['iou_thresh']:g})", "",
           "| class | gt | dets | AP | AP50 | AP75 | P | R | F1 |", "|" + "---|" * 9]
     for r in self.per_class:
         c = self.prf["classes"][r["class"]]
-        L.append(f"| {r['class']} | {r['gt']} | {r['dets']} | {_fmt(r['AP'])} | {_fmt(r['AP50'])} | {_fmt(r['AP75'])} | "
-                 f"{_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['f1'])} |")
+        L.append(f"| {r['class']} | {r['gt']} | {r['dets']} | {fmt_metric(r['AP'])} | {fmt_metric(r['AP50'])} | {fmt_metric(r['AP75'])} | "
+                 f"{fmt_metric(c['precision'])} | {fmt_metric(c['recall'])} | {fmt_metric(c['f1'])} |")
     L.append(f"| **all** | {sum(r['gt'] for r in self.per_class)} | {sum(r['dets'] for r in self.per_class)} | "
-             f"{_fmt(m['AP'])} | {_fmt(m['AP50'])} | {_fmt(m['AP75'])} | {_fmt(a['precision'])} | {_fmt(a['recall'])} | {_fmt(a['f1'])} |")
+             f"{fmt_metric(m['AP'])} | {fmt_metric(m['AP50'])} | {fmt_metric(m['AP75'])} | {fmt_metric(a['precision'])} | {fmt_metric(a['recall'])} | {fmt_metric(a['f1'])} |")
     L += ["", "## Images with an animal", "",
           f"{il['n_positive']} of {il['n_images']} images hold a box of {', '.join(il['positive_classes'])}; {il['n_empty']} are empty. "
-          f"At score ≥ {il['score_thresh']:g}: precision {_fmt(il['precision'])}, recall {_fmt(il['recall'])}, "
-          f"empty images filtered {_fmt(il['empty_filtered'])}."]
+          f"At score ≥ {il['score_thresh']:g}: precision {fmt_metric(il['precision'])}, recall {fmt_metric(il['recall'])}, "
+          f"empty images filtered {fmt_metric(il['empty_filtered'])}."]
     if il["suggested_thresh"] == 0:
         L.append(f"Keeping {il['target_recall']:.0%} of animal images needs every image kept: some animal images have no "
                  "detection at all.")
     elif il["suggested_thresh"] is not None:
         L.append(f"To keep {il['target_recall']:.0%} of animal images, use score ≥ {il['suggested_thresh']:.3f}: recall "
-                 f"{_fmt(il['recall_at_suggested'])}, precision {_fmt(il['precision_at_suggested'])}, empty images filtered "
-                 f"{_fmt(il['empty_filtered_at_target'])}.")
+                 f"{fmt_metric(il['recall_at_suggested'])}, precision {fmt_metric(il['precision_at_suggested'])}, empty images filtered "
+                 f"{fmt_metric(il['empty_filtered_at_target'])}.")
     return "\n".join(L) + "\n"
 
 # %% ../nbs/04_evaluate.ipynb #dd0b3bd1
@@ -404,7 +411,7 @@ def plot_summary(self: EvalReport, fig=None,  # matplotlib figure to fill (None:
     self.plot_confusion(a[1, 0])
     self.plot_image_level(a[1, 1])
     m, s = self.metrics, self.settings
-    fig.suptitle(f"{s.get('dataset', '')}: AP {_fmt(m['AP'])}, AP50 {_fmt(m['AP50'])}, AR100 {_fmt(m['AR100'])}"
+    fig.suptitle(f"{s.get('dataset', '')}: AP {fmt_metric(m['AP'])}, AP50 {fmt_metric(m['AP50'])}, AR100 {fmt_metric(m['AR100'])}"
                  + (f"\n{s['note']}" if s.get("note") else ""), fontsize="medium")
     return fig
 
@@ -440,7 +447,6 @@ def predict_dataset(detector,  # a trailnb `Detector` (from `load_detector` or `
                     precision: str = "fp32",  # fp32 (a reference evaluation), or auto, fp16, bf16 as in inference
                     ) -> list:
     "Run `detector` over `ds`'s images: one `Detections` per image, None where an image failed (logged, skipped)."
-    from trailnb.infer import dataset_items, iter_predictions
     out = []
     for r in iter_predictions(detector, dataset_items(ds), batch_size=batch_size, workers=workers,
                               score_thresh=score_thresh, precision=precision, progress=progress):
@@ -547,7 +553,6 @@ def load_predictions(path,  # COCO results JSON (list or self-contained) or Mega
                      gt_file=None,  # the dataset's COCO file, for a bare COCO results list (its image and category ids)
                      ) -> list:
     "Read a predictions file and align it with `ds` (see `align_predictions`)."
-    from trailnb.results import read_results
     sizes = {r.file_name: (r.width, r.height) for r in ds.images}
     sizes.update({str(r.meta["source_file_name"]): (r.width, r.height) for r in ds.images if r.meta.get("source_file_name")})
     gt = gt_file if gt_file is not None else coco_dict(ds)  # no file: the ids trailnb writes (save_coco)
@@ -611,8 +616,6 @@ def run_evaluation(cfg: EvalConfig | dict | str | None = None,  # an EvalConfig,
                    **overrides,  # EvalConfig fields that override `cfg`
                    ) -> EvalReport:
     "Evaluate a predictions file or a checkpoint against a dataset file (`trailnb evaluate`); saves to `out_dir`."
-    from trailnb.data import validate_dataset
-    from trailnb.models import load_detector
     cfg = load_config(EvalConfig, cfg, **overrides)
     if not cfg.data: raise ConfigError("EvalConfig.data is empty: give the ground-truth dataset file (COCO JSON, YOLO yaml, VOC folder).")
     if bool(cfg.predictions) == bool(cfg.checkpoint):
@@ -637,3 +640,99 @@ def run_evaluation(cfg: EvalConfig | dict | str | None = None,  # an EvalConfig,
         rep.save(cfg.out_dir)
         logger.info("evaluation report written to %s", cfg.out_dir)
     return rep
+
+# %% ../nbs/04_evaluate.ipynb #4892b822
+@dataclass
+class PRPoint:
+    "Counts at one score threshold, with the rates `trailnb.evaluate.prf` makes of them (-1.0 where 0/0, as in evaluation)."
+    thresh: float  # score threshold: predictions with score >= thresh count
+    tp: int  # predictions matched to a ground-truth box
+    fp: int  # predictions that match nothing
+    fn: int  # ground-truth boxes no prediction matched
+
+    def rates(self) -> dict:
+        "`trailnb.evaluate.prf` of the counts: tp, fp, fn, precision, recall, f1 (an undefined rate is -1.0)."
+        return prf(self.tp, self.fp, self.fn)
+    @property
+    def precision(self) -> float: return self.rates()["precision"]
+    @property
+    def recall(self) -> float: return self.rates()["recall"]
+    @property
+    def f1(self) -> float: return self.rates()["f1"]
+    def __str__(self):
+        return (f"score >= {self.thresh:g}: TP {self.tp}, FP {self.fp}, FN {self.fn}; precision {fmt_metric(self.precision)}, "
+                f"recall {fmt_metric(self.recall)}, F1 {fmt_metric(self.f1)}")
+
+# %% ../nbs/04_evaluate.ipynb #683e752e
+@dataclass
+class Matches:
+    "Every prediction of a dataset matched once (at score 0); counts at any threshold by `at(t)`."
+    image: np.ndarray  # (P,) image index of each prediction
+    det: np.ndarray  # (P,) index of the prediction within its image's Detections
+    score: np.ndarray  # (P,) prediction scores
+    gt: np.ndarray  # (P,) index of the matched ground-truth box in its image, -1 if none
+    n_gt: int  # ground-truth boxes in the dataset
+    gt_first: list  # per image: (M,) score of the prediction that matched each GT box (-1 = never matched)
+    iou: float = 0.5  # IoU threshold used
+
+    def at(self, thresh: float) -> PRPoint:
+        "TP/FP/FN at score threshold `thresh`."
+        keep = self.score >= thresh
+        tp = int((keep & (self.gt >= 0)).sum())
+        return PRPoint(float(thresh), tp, int(keep.sum()) - tp, self.n_gt - tp)
+
+    def curve(self, thresholds=None) -> list[PRPoint]:
+        "`at(t)` for each threshold (default 0.05, 0.10, .. 0.95)."
+        return [self.at(t) for t in (np.round(np.arange(0.05, 0.951, 0.05), 2) if thresholds is None else thresholds)]
+
+# %% ../nbs/04_evaluate.ipynb #c0d00bb5
+def gt_items(ds,  # a DetectionDataset, or a list of records / Detections with `.boxes` and `.labels`
+             ) -> list:
+    "The per-image ground truth of a DetectionDataset (its `images`) or of a list of records / Detections."
+    return list(ds.images) if hasattr(ds, "images") else list(ds)
+
+# %% ../nbs/04_evaluate.ipynb #dd8ea3d4
+def align(ds,  # DetectionDataset
+          predictions,  # list of Detections aligned with ds.images, or {file_name: Detections} (read_results)
+          classes: list[str] | None = None,  # the predictions' class names; default ds.classes
+          ) -> list:
+    "One Detections per image of `ds` in dataset class indices (`trailnb.evaluate.align_predictions`); None = not predicted."
+    if isinstance(predictions, dict): return align_predictions(ds, list(classes or ds.classes), predictions)
+    predictions = list(predictions)
+    if len(predictions) != len(gt_items(ds)):
+        raise DataError(f"{len(predictions)} predictions for {len(gt_items(ds))} images: pass one Detections per image, in "
+                        "dataset order, or a dict keyed by file_name.")
+    if classes is not None and list(classes) != list(ds.classes):
+        by_file = {r.file_name: p for r, p in zip(ds.images, predictions) if p is not None}
+        return align_predictions(ds, list(classes), by_file)
+    return predictions
+
+# %% ../nbs/04_evaluate.ipynb #ae85eb0e
+def match_dataset(ds,  # DetectionDataset (or a list of records/Detections with `.boxes`, `.labels`)
+                  predictions,  # list of Detections (or None) aligned with the images, or {file_name: Detections}
+                  iou: float = 0.5,  # IoU a prediction needs to match
+                  ) -> Matches:
+    "Match every prediction to the ground truth once (COCO greedy, class-wise); an image with None has no predictions."
+    items, preds = gt_items(ds), align(ds, predictions)
+    im, det, sc, gt, first = [], [], [], [], []
+    for i, (r, p) in enumerate(zip(items, preds)):
+        p = p if p is not None else Detections.empty()
+        m = match_detections(r.boxes, r.labels, p, iou)
+        im.append(np.full(len(p), i))
+        det.append(np.arange(len(p)))
+        sc.append(p.scores)
+        gt.append(m)
+        f = np.full(len(r.boxes), -1.0, np.float32)
+        f[m[m >= 0]] = p.scores[m >= 0]
+        first.append(f)
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+    return Matches(cat(im, np.int64), cat(det, np.int64), cat(sc, np.float32), cat(gt, np.int64),
+                   int(sum(len(r.boxes) for r in items)), first, iou)
+
+# %% ../nbs/04_evaluate.ipynb #1d971a46
+def pr_table(points: list[PRPoint]) -> str:
+    "A markdown table of `PRPoint`s: threshold, TP, FP, FN, precision, recall, F1."
+    lines = ["| score ≥ | TP | FP | FN | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p.thresh:g} | {p.tp} | {p.fp} | {p.fn} | {fmt_metric(p.precision)} | {fmt_metric(p.recall)} | {fmt_metric(p.f1)} |"
+              for p in points]
+    return "\n".join(lines)

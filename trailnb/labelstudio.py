@@ -17,6 +17,13 @@ from fastcore.basics import patch
 from .core import (CommandParser, ConfigError, DataError, Detections, TrailnbError, add_config_args,
                           class_color, config_from_args, config_to_dict, flag_help, load_config, logger, read_json,
                           trailnb_home, write_json)
+from .export import file_sha256
+from .models import load_detector, get_architecture
+from .data import image_size, DetectionDataset, load_coco, save_coco
+from .train import TrainConfig, load_run_data, train
+from .evaluate import evaluate
+from .results import load_image_results
+from .sort import DEFAULT_SORT_THRESH
 
 # %% auto #0
 __all__ = ['MAX_BOXES', 'DEFAULT_LABEL_STUDIO_URL', 'SERVER_FILE', 'LOCAL_FILES', 'IMAGE_PATTERN', 'labeling_config',
@@ -350,7 +357,6 @@ class ModelHistory:
 
     def add(self, checkpoint, metrics: dict, accepted: bool, note: str) -> dict:
         "Record a model; returns its entry (with its new `version`)."
-        from trailnb.export import file_sha256
         p = Path(checkpoint).resolve()
         e = {"version": f"trailnb-{len(self.entries)}-{file_sha256(p)[:8]}", "checkpoint": str(p), "metrics": metrics,
              "accepted": bool(accepted), "note": note, "created": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -400,7 +406,6 @@ class LabelStudioBackend:
                  api_key: str | None = None,  # Label Studio API key (default: $LABEL_STUDIO_API_KEY)
                  password: str | None = None,  # Basic auth password (default: $TRAILNB_BACKEND_PASSWORD)
                  **overrides):  # BackendConfig fields
-        from trailnb.models import load_detector
         self.cfg = load_config(BackendConfig, cfg, **overrides)
         if not self.cfg.data_roots: self.cfg.data_roots = tuple(r for r in [saved_server().get("document_root")] if r)
         self.workdir = Path(self.cfg.workdir)
@@ -459,7 +464,6 @@ def task_image(self: LabelStudioBackend, url: str) -> Path:
 
 @patch
 def _predict_task(self: LabelStudioBackend, task, iface, det, version) -> dict:
-    from trailnb.data import image_size
     if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
         raise RequestError(f"A task must be an object with a 'data' object, got {str(task)[:80]}.")
     tid, url = task.get("id"), task["data"].get(iface.image_key)
@@ -528,7 +532,6 @@ def _run_job(self: LabelStudioBackend, job: dict):
 # %% ../nbs/08_labelstudio.ipynb #5dffff28
 def _round_config(backend, data, name: str):
     "The round's TrainConfig: the user's YAML on top of the defaults, or the short fine-tune of the served model."
-    from trailnb.train import TrainConfig
     served, _ = backend.served()
     base = dict(data=str(data), out=str(backend.workdir / "runs"), name=name, progress=False, device=backend.cfg.device)
     if backend.cfg.train_config:
@@ -549,7 +552,6 @@ class _EpochLog:
 
 # %% ../nbs/08_labelstudio.ipynb #88fa6bc6
 def _held_out_score(det, val_ds, metric: str) -> float | None:
-    from trailnb.evaluate import evaluate
     try: return float(evaluate(val_ds, det).metrics[metric])
     except DataError as e:
         logger.warning("held-out evaluation impossible: %s", e)
@@ -558,8 +560,6 @@ def _held_out_score(det, val_ds, metric: str) -> float | None:
 @patch
 def train_round(self: LabelStudioBackend, project: int, force: bool = False, job: str = "manual") -> dict:
     "Pull the project's annotations, train, evaluate on held-out images and swap the model if it is better."
-    from trailnb.models import get_architecture
-    from trailnb.train import load_run_data, train
     if self.client is None: raise ConfigError("Training needs Label Studio's URL and API key: --label-studio-url and $LABEL_STUDIO_API_KEY.")
     n, (served, _), t0 = len(self.history.entries), self.served(), time.time()
     data = pull(project, self.workdir / "data" / f"round{n:03d}", client=self.client, data_roots=self.cfg.data_roots,
@@ -792,7 +792,6 @@ def _fetch_uploads(coco: dict,  # Label Studio's COCO export (changed in place)
 # %% ../nbs/08_labelstudio.ipynb #45f526ae
 def _in_order(ds, classes):
     "`ds` with `classes` first, in their order (labels renumbered), then its own other classes."
-    from trailnb.data import DetectionDataset
     order = list(classes) + [c for c in ds.classes if c not in classes]
     idx = np.array([order.index(c) for c in ds.classes] or [0], np.int64)
     return DetectionDataset(order, [r.replace(labels=idx[r.labels]) for r in ds.images], ds.root, ds.name)
@@ -807,7 +806,6 @@ def pull(project: int,  # the Label Studio project id
          classes=None,  # put these classes first, in this order (e.g. a detector's, so fine-tuning keeps its class head)
          ) -> Path:
     "Export project `project`'s annotations to a COCO file that trailnb reads; returns its path."
-    from trailnb.data import DetectionDataset, load_coco, save_coco
     client = client or label_studio_client(url, api_key)
     roots = [*map(str, data_roots)] or [r for r in [saved_server().get("document_root")] if r]
     out = Path(out)
@@ -864,8 +862,6 @@ def push(results,  # a results file: MegaDetector JSON or COCO results (trailnb 
          client: LabelStudioClient | None = None,  # an existing client
          ) -> dict:
     "Create tasks with pre-annotations from a results file; returns counts."
-    from trailnb.results import load_image_results
-    from trailnb.sort import DEFAULT_SORT_THRESH
     client = client or label_studio_client(url, api_key)
     if url_prefix is None:
         roots = [*map(str, data_roots)] or [r for r in [saved_server().get("document_root")] if r]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from .core import Detections, atomic_write, draw_boxes
 from .results import ImageResult, is_video, source_file
+from .data import load_image
 
 # %% auto #0
 __all__ = ['RepeatCluster', 'folder_boxes', 'recurring', 'components', 'find_repeat_detections', 'suppress_repeats',
@@ -155,7 +156,6 @@ def plot_repeats(clusters: list[RepeatCluster],  # from `find_repeat_detections`
                  ):
     "A matplotlib figure: for each cluster a row of example images with the repeated box drawn."
     import matplotlib.pyplot as plt
-    from trailnb.data import load_image
     cs = clusters[:n_clusters]
     fig, axes = plt.subplots(max(1, len(cs)), n_examples, figsize=(3 * n_examples, 2.4 * max(1, len(cs))), squeeze=False)
     for ax in axes.flat: ax.axis("off")

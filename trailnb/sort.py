@@ -12,6 +12,7 @@ import numpy as np
 from .core import ConfigError, Detections, atomic_write, draw_boxes, load_config, logger
 from .results import is_video, load_image_results, source_file
 from .track import clips_table, draw_tracks, sequence_labels, track_results
+from .data import load_image, ImageRecord, capture_time
 
 # %% auto #0
 __all__ = ['DEFAULT_SORT_THRESH', 'SortReport', 'place_file', 'class_thresholds', 'parse_class_thresh', 'kept_mask',
@@ -130,7 +131,6 @@ def draw_copy(src: Path,  # the original image
               ids: np.ndarray | None = None,  # track ids of `dets`, drawn with them (None: not tracked)
               ):
     "Write a copy of `src` with `dets` drawn on it, unless a copy is already there."
-    from trailnb.data import load_image
     img, s = load_image(src, max_dim=max_dim)
     buf = io.BytesIO()
     drawn = (draw_boxes(img, dets.boxes * s, dets.labels, dets.scores, classes) if ids is None
@@ -216,7 +216,6 @@ SortConfig.renamed = {"thresh": "sort_thresh", "mode": "sort"}  # old names, ans
 def _track_note(results, clips, root, gap_s) -> str:
     "Why tracking decided nothing, when it did not: no videos, and no bursts by the photos' EXIF times."
     if clips: return ""
-    from trailnb.data import ImageRecord, capture_time
     photos = [r.file for r in results if r.ok and not is_video(source_file(r.file))]
     clocked = sum(capture_time(ImageRecord(Path(root) / f, 0, 0, file_name=f))[1] == "exif" for f in photos)
     why = (f"none of its {len(photos)} photos has an EXIF capture time" if not clocked else

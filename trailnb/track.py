@@ -4,13 +4,16 @@
 
 # %% ../nbs/05d_track.ipynb #8837746a
 from __future__ import annotations
-import dataclasses, datetime as dt
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .core import Detections, class_color, draw_boxes
+from .core import Detections, class_color, draw_boxes, atomic_write, DataError
 from .results import split_frame_file
+from .predict import InferDataset, InferItem
+from .yolo import import_ultralytics
+from .data import decode_image, DetectionDataset, ImageRecord, capture_time, sequences
 
 # %% auto #0
 __all__ = ['Walker', 'synthetic_clip', 'confuse_classes', 'write_synthetic_video', 'Tracker', 'track_frames', 'Track',
@@ -116,7 +119,6 @@ def _class_shares(votes: dict,  # ByteTrack id -> {class: summed score}
 def _bytetrack(class_weight: float, votes: dict, **args):
     "Ultralytics' BYTETracker matching by overlap alone, a track's own classes (`votes`) breaking ties."
     from types import SimpleNamespace
-    from trailnb.yolo import import_ultralytics
     import_ultralytics()  # its settings in trailnb's folder, telemetry off: before the first ultralytics import
     from ultralytics.trackers.byte_tracker import BYTETracker
     class ClassTieBYTETracker(BYTETracker):
@@ -301,7 +303,6 @@ class ClipTable:
     def to_csv(self, path):
         "Write the table as CSV."
         import csv
-        from trailnb.core import atomic_write
         with atomic_write(Path(path), "w") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(self.COLUMNS)
@@ -352,7 +353,6 @@ def draw_tracks(img,  # the frame: PIL image or HWC uint8 RGB array
                 scale: float = 1.0,  # size of `img` / original size
                 ):
     "A copy of the frame with boxes captioned `class #id score`, coloured by track id."
-    from trailnb.data import decode_image
     caps = [f"{classes[int(l)]}{f' #{int(i)}' if i > 0 else ''} {float(s):.2f}" for l, i, s in zip(dets.labels, ids, dets.scores)]
     cols = [class_color(i if i > 0 else l) for i, l in zip(ids, dets.labels)]
     return draw_boxes(decode_image(img)[0], dets.boxes * scale, dets.labels, captions=caps, colors=cols)
@@ -366,7 +366,6 @@ def track_still(frame,  # the decoded frame of the track's best detection: PIL i
                 scale: float = 1.0,  # size of `frame` / original size
                 ):
     "The picture of `track` at its best frame: a crop around its box, or the frame with the box drawn."
-    from trailnb.data import decode_image
     img = decode_image(frame)[0]
     box = track.boxes[track.best] * scale
     if not crop:
@@ -381,7 +380,6 @@ def burst_groups(files: list,  # photo keys (posix paths relative to `root`)
                  gap_s: float = 60,  # photos of one folder further apart than this (seconds) start a new burst
                  ) -> list[list[tuple[str, float]]]:
     "The photos grouped into bursts, each in time order as `(file, seconds from the burst's first photo)`."
-    from trailnb.data import DetectionDataset, ImageRecord, capture_time, sequences
     recs = [ImageRecord(Path(root) / f, 0, 0, file_name=f) for f in files]
     clocked = [r for r in recs if capture_time(r)[1] == "exif"]
     bursts = [[(clocked[i].file_name, (t - b[0][1]).total_seconds()) for i, t in b]
@@ -444,8 +442,6 @@ def write_track_video(video,  # the video file
                       ) -> Path:
     "Write `out`: every frame of `video` with the latest sampled frame's boxes, classes and ids drawn."
     import cv2
-    from trailnb.core import DataError
-    from trailnb.data import decode_image
     cap, out = cv2.VideoCapture(str(video)), Path(out)
     if not cap.isOpened(): raise DataError(f"OpenCV cannot open video {video}.")
     fps, writer, k, n = cap.get(cv2.CAP_PROP_FPS) or 10.0, None, -1, 0
@@ -474,8 +470,6 @@ def _best_frame(root: Path, key: str):
     "The decoded image a results key names: a photo, or one frame of a video (RGB array)."
     fv = split_frame_file(key)
     if fv is None: return root / key
-    from trailnb.core import DataError
-    from trailnb.infer import InferDataset, InferItem
     d = InferDataset([InferItem(str(root / fv[0]), key, fv[1])], max_dim=None)[0]  # inference's own frame reader
     if d["failure"] is not None: raise DataError(f"{key}: {d['failure']}")
     return d["img"].permute(1, 2, 0).numpy()
@@ -487,7 +481,6 @@ def save_track_stills(summaries: list,  # `ClipSummary`s (from `track_results`)
                       crop: bool = True,  # crops around the box (else whole frames with the box drawn)
                       ) -> list[Path]:
     "Write the still of every counted track; returns the files written."
-    from trailnb.core import atomic_write
     out = []
     for s in summaries:
         for t in s.tracks:
