@@ -122,12 +122,16 @@ def test_infer_onnx_sorts_like_pt(sample_data, syn, tmp_path_factory, tmp_path):
     gap, thresh = max(gaps)
     assert gap > 1e-5  # ten times the largest score difference between the engines seen on these photos (~1e-6)
     trees = {}
-    for name, model, bs in (("pt", pt, "1"), ("onnx", onnx_file, "8")):  # torch at 1: see test_parity_on_camtrap31
+    # torch at batch 1: see test_parity_on_camtrap31; "engine": the .pt run with --engine onnx (a cached export), twice
+    for name, model, bs, more in (("pt", pt, "1", []), ("onnx", onnx_file, "8", []), ("engine", pt, "1", ["--engine", "onnx"]),
+                                  ("engine2", pt, "1", ["--engine", "onnx"])):
         out = tmp_path / name
         assert main(["infer", str(model), str(card), "--out", str(out), "--sort", "copy", "--sort-thresh", f"{thresh:.6f}",
-                     "--device", "cpu", "--workers", "0", "--batch-size", bs, "--formats", "md"]) == 0
+                     "--device", "cpu", "--workers", "0", "--batch-size", bs, "--formats", "md", *more]) == 0
         trees[name] = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix.lower() == ".jpg")
-    assert trees["pt"] == trees["onnx"] and len(trees["pt"]) >= 31
+    assert trees["pt"] == trees["onnx"] == trees["engine"] == trees["engine2"] and len(trees["pt"]) >= 31
+    from trailnb.core import trailnb_home
+    assert len(list((trailnb_home() / "onnx_cache").glob("*.onnx"))) == 1  # exported once, then reused
     assert any(t.startswith("detected/") for t in trees["pt"]) and any(t.startswith("empty/") for t in trees["pt"])
 
 
@@ -140,6 +144,10 @@ def test_int8_keeps_scores_and_heads_float(sample_data, syn, tmp_path_factory, t
     rep = export_onnx(pt, tmp_path / "m.int8.onnx", int8=True, calib=imgs[0].parent, calib_images=6)
     printed = capsys.readouterr().out
     assert "int8 (static, 6 calibration images): Conv " in printed
+    # whether int8 pays is measured at export on this CPU (fp32 vs int8 on the calibration photos) and said
+    assert rep.speed["images"] == 4 and rep.speed["speedup"] > 0 and rep.speed["max_dim"] == 128
+    assert f"int8 ran at {rep.speed['speedup']:.2f}x fp32's speed on this CPU" in str(rep)
+    assert ("it pays" in str(rep)) == (rep.speed["speedup"] >= 1.1)
     meta, model = read_onnx_metadata(rep.path)
     q = meta["quantization"]
     assert meta["precision"] == "int8" and q["method"] == "static"

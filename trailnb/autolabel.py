@@ -309,6 +309,7 @@ def mask_to_rle(mask,  # (H, W) binary mask
     r = mu.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
     return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
 
+# %% ../nbs/09_autolabel.ipynb #098ab01f
 def rle_to_mask(rle: dict  # COCO RLE with `size` and `counts` (str or bytes)
                 ) -> np.ndarray:
     "The (H, W) boolean mask of a COCO RLE."
@@ -316,6 +317,7 @@ def rle_to_mask(rle: dict  # COCO RLE with `size` and `counts` (str or bytes)
     c = rle["counts"]
     return mu.decode({"size": list(rle["size"]), "counts": c.encode("ascii") if isinstance(c, str) else c}).astype(bool)
 
+# %% ../nbs/09_autolabel.ipynb #56bd56ed
 def rle_to_polygons(rle: dict,  # COCO RLE
                     tolerance: float = 1.0,  # simplify the outline by up to this many pixels (0 = every contour point)
                     ) -> list[list[float]]:
@@ -576,6 +578,7 @@ def autolabel_kwargs(cfg: AutolabelConfig) -> dict:
         if not getattr(cfg, name): raise ConfigError(f"No {name} given: {how}")
     return {**dataclasses.asdict(cfg), "prompts": list(cfg.prompts) or None, "class_thresh": list(cfg.class_thresh)}
 
+# %% ../nbs/09_autolabel.ipynb #b777f72e
 def run_autolabel(cfg: AutolabelConfig | dict | str | None = None,  # an AutolabelConfig, a dict, or a YAML file
                   **overrides,  # any AutolabelConfig field, overriding `cfg`
                   ) -> AutolabelSummary:

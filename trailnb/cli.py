@@ -90,6 +90,7 @@ def review(cfg=None,  # a ReviewConfig, a dict, or a YAML file
     print(run.summary(), flush=True)
     if run.session is not None: _load("trailnb.review:wait_while_attached")(run.session)
 
+# %% ../nbs/90_cli.ipynb #00ee914c
 def review_export(name: str,  # the FiftyOne review's name, as `trailnb review` printed it
                   out: str,  # the corrected COCO file to write
                   overwrite: bool = False,  # replace `out` if it exists
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist is not None: dist.cleanup()
     return 0
 
+# %% ../nbs/90_cli.ipynb #fc78a7e6
 def console_main():
     "Console-script entry point."
     try: sys.exit(main())

@@ -24,12 +24,15 @@ __all__ = ['logger', 'IMAGE_EXTS', 'PRECISIONS', 'TrailnbError', 'DataError', 'M
 class TrailnbError(Exception):
     "An error the user can fix: the message says what was wrong, where, and what to do."
 
+# %% ../nbs/00_core.ipynb #8d8b41b1
 class DataError(TrailnbError):
     "Bad or inconsistent input data: annotation files, images, folders."
 
+# %% ../nbs/00_core.ipynb #66083981
 class ModelError(TrailnbError):
     "A model or checkpoint cannot be built, loaded or run as asked."
 
+# %% ../nbs/00_core.ipynb #9e1eddc6
 class ConfigError(TrailnbError):
     "A configuration key or value is unknown or invalid."
 
@@ -87,6 +90,7 @@ def cpu_has_bf16() -> bool:
     import torch
     return any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
+# %% ../nbs/00_core.ipynb #8f612fd4
 def inference_autocast(device,  # the device the model runs on
                        precision: str = "auto",  # auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 (CUDA) or bf16
                        ):
@@ -145,11 +149,13 @@ def json_default(o):
     if dataclasses.is_dataclass(o): return dataclasses.asdict(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
+# %% ../nbs/00_core.ipynb #9e1133dc
 def write_json(path, obj, indent: int | None = 1) -> Path:
     "Write `obj` as JSON to `path` atomically (numpy values and Paths allowed); returns the path."
     with atomic_write(path, "w", encoding="utf-8") as f: json.dump(obj, f, indent=indent, default=json_default)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #1009a645
 def read_json(path, what: str = "JSON file"):
     "Read a JSON file; a missing or malformed file is a `DataError` that names it and the line."
     path = Path(path)
@@ -215,6 +221,7 @@ def progress_mode(file=None,  # where the progress goes (default: stderr)
     if mode in ("bar", "log", "off"): return mode
     return "bar" if in_notebook() or getattr(file or sys.stderr, "isatty", lambda: False)() else "log"
 
+# %% ../nbs/00_core.ipynb #969ac57c
 def progress_bar(iterable=None,  # what to iterate over, as for tqdm
                  *args,  # tqdm's positional arguments
                  every_s: float = 30.0,  # in a log: a line at least this often (and every ~10%)
@@ -400,6 +407,7 @@ def load_settings(cls,  # the config dataclass
     hints = typing.get_type_hints(cls)
     return cls(**{k: _coerce(k, hints[k], v, cls) for k, v in values.items()}), frozenset(named)
 
+# %% ../nbs/00_core.ipynb #dbed79c6
 def load_config(cls, config=None, **overrides):
     "Config dataclass `cls` from an optional YAML file, dict or config, then keyword `overrides` (`load_settings` without `given`)."
     return load_settings(cls, config, **overrides)[0]
@@ -490,6 +498,7 @@ def args_settings(cls, ns: argparse.Namespace) -> tuple:
     names = {f.name for f in fields(cls)}
     return cfg_file, {k: v for k, v in d.items() if k in names}
 
+# %% ../nbs/00_core.ipynb #5077d8db
 def config_from_args(cls, ns: argparse.Namespace):
     "The config dataclass from parsed args (of `add_config_args`): YAML file first, then exactly the flags given."
     cfg_file, flags = args_settings(cls, ns)

@@ -34,6 +34,7 @@ class DistInfo:
     @property
     def distributed(self) -> bool: return self.world_size > 1
 
+# %% ../nbs/03a_distributed.ipynb #c81c9087
 def launched_by_torchrun(env=None) -> bool:
     "True when the environment says this process was started by torchrun (or another launcher setting the same variables)."
     env = os.environ if env is None else env
@@ -64,6 +65,7 @@ def init_distributed(device="auto",  # auto, cpu, cuda: the device family (the G
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), local, dist.get_world_size(), dev, dist.get_backend())
 
+# %% ../nbs/03a_distributed.ipynb #0fc9d796
 def cleanup():
     "Leave the process group, if this process is in one."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
@@ -75,6 +77,7 @@ def barrier():
     "Wait until every process gets here (`torch.distributed.barrier`); nothing to wait for in a world of one."
     if _in_group(): dist.barrier()
 
+# %% ../nbs/03a_distributed.ipynb #eb82436f
 def broadcast_object(obj, src: int = 0):
     "`src`'s `obj` on every process (`torch.distributed.broadcast_object_list`)."
     if not _in_group(): return obj
@@ -82,6 +85,7 @@ def broadcast_object(obj, src: int = 0):
     dist.broadcast_object_list(box, src=src)
     return box[0]
 
+# %% ../nbs/03a_distributed.ipynb #4d745c65
 def all_gather_object(obj) -> list:
     "Every process's `obj`, in rank order, on every process (`torch.distributed.all_gather_object`)."
     if not _in_group(): return [obj]
@@ -94,6 +98,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     "The data-order seed of `epoch` (the one-process training loop and the distributed sampler use the same)."
     return seed * 100_003 + epoch
 
+# %% ../nbs/03a_distributed.ipynb #eb684c67
 class DistributedBatchSampler(Sampler):
     "Rank `rank`'s share of the batches of any batch sampler, the same number of batches on every rank."
     def __init__(self, batch_sampler,  # e.g. `make_loader(...).batch_sampler` (aspect grouping, balancing kept)
@@ -126,6 +131,7 @@ def distributed_loader(loader: DataLoader,  # a training loader (from `trailnb.t
                       pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
                       generator=loader.generator)  # it draws the workers' seed before the order, as in one process
 
+# %% ../nbs/03a_distributed.ipynb #d1f00393
 def set_epoch(loader: DataLoader, epoch: int):
     "Start `epoch` in `loader`: reseed its distributed batch sampler (nothing to do for other loaders)."
     bs = loader.batch_sampler
@@ -137,11 +143,13 @@ def shard_items(items, rank: int, world_size: int) -> list:
     if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is not in a world of {world_size}")
     return list(items)[rank::world_size]
 
+# %% ../nbs/03a_distributed.ipynb #1eb1b0c5
 def unshard(shards: list) -> list:
     "The inverse of `shard_items`: the shards of ranks 0..N-1 interleaved back into the original order."
     n, w = sum(map(len, shards)), len(shards)
     return [shards[i % w][i // w] for i in range(n)]
 
+# %% ../nbs/03a_distributed.ipynb #a0bb9db1
 def gather_shards(mine: list) -> list:
     "Every rank's shard (from `shard_items`) gathered and put back in the original order, on every rank."
     return unshard(all_gather_object(list(mine)))
@@ -153,6 +161,7 @@ def shard_batches(n: int, batch_size: int, rank: int, world_size: int) -> list[i
     "The indices of rank `rank`'s share of the batches `[0, b)`, `[b, 2b)`, ... of `n` items, in order."
     return [i for b in shard_items(_chunks(list(range(n)), batch_size), rank, world_size) for i in b]
 
+# %% ../nbs/03a_distributed.ipynb #25435111
 def gather_batches(mine: list, batch_size: int) -> list:
     "Every rank's results for its `shard_batches` gathered back in item order, on every rank."
     return [x for b in gather_shards(_chunks(list(mine), batch_size)) for x in b]
@@ -174,12 +183,14 @@ def global_batch(batch_size: int, accumulate: int = 1, world_size: int = 1) -> i
     "Images per optimizer step over all processes."
     return batch_size * accumulate * world_size
 
+# %% ../nbs/03a_distributed.ipynb #a2c97811
 def scale_lr(lr: float,  # the learning rate of a one-process run with the same batch_size and accumulate
              world_size: int,  # processes taking part
              ) -> float:
     "The linear scaling rule: `world_size` times the batch, `world_size` times the learning rate."
     return lr * world_size
 
+# %% ../nbs/03a_distributed.ipynb #4395e31d
 def sync_gradients(model, sync: bool = True):
     "A context: inside it with `sync=False`, backward passes of a DDP `model` skip the all-reduce (accumulation)."
     if sync or not isinstance(model, torch.nn.parallel.DistributedDataParallel): return contextlib.nullcontext()
@@ -203,6 +214,7 @@ def shard_checkpoint(out, rank: int) -> Path:
     "The checkpoint file of rank `rank` in the output folder `out`."
     return Path(out) / f"checkpoint.rank{rank}.jsonl"
 
+# %% ../nbs/03a_distributed.ipynb #227de2e2
 def shard_checkpoints(out) -> list[Path]:
     "Every rank's checkpoint file in `out`, by rank."
     return sorted(Path(out).glob("checkpoint.rank*.jsonl"), key=lambda p: int(p.name.split(".")[1][4:]))
@@ -225,6 +237,7 @@ def torchrun_command(nproc: int,  # processes per machine (GPUs per machine; on 
         cmd += ["--nnodes", str(nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint, "--rdzv_id", rdzv_id]
     return cmd + ["--nproc_per_node", str(nproc), *([script] if script else ["-m", "trailnb"]), *map(str, args)]
 
+# %% ../nbs/03a_distributed.ipynb #0c3856e2
 def launch_torchrun(nproc: int, args: list, nnodes: int = 1, rdzv_endpoint: str | None = None,
                     rdzv_id: str = "trailnb", env: dict | None = None) -> int:
     "Run `torchrun_command(...)` and wait for it; returns its exit status (non-zero when any process failed)."
@@ -232,6 +245,7 @@ def launch_torchrun(nproc: int, args: list, nnodes: int = 1, rdzv_endpoint: str 
     logger.info("launching: %s", shlex.join(cmd))
     return subprocess.run(cmd, env={**os.environ, **(env or {})}).returncode
 
+# %% ../nbs/03a_distributed.ipynb #884c54ca
 def refuse_under_torchrun(what: str):
     "A `ConfigError` when this process was started by torchrun with more than one process: `what` runs its own."
     if launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -253,6 +267,7 @@ def relaunch(command: str,  # the trailnb command: train or infer
         rc = launch_torchrun(nproc, [command, "--config", str(p)])
     if rc: raise TrailnbError(f"trailnb {command} with {nproc} processes failed (exit status {rc}); their messages are above.")
 
+# %% ../nbs/03a_distributed.ipynb #58504350
 def quiet_unless_main(info: DistInfo):
     "Ranks other than 0 show no progress bars and log only warnings (rank 0 speaks for the run)."
     if info.is_main: return

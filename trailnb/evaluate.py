@@ -53,6 +53,7 @@ def coco_gt_dict(ds: DetectionDataset,  # the ground truth
     "The dataset as an in-memory COCO dict: image id = position + 1, category id = class index + 1, `xywh` boxes."
     return coco_dict(ds, ids=range(1, len(ds.images) + 1))
 
+# %% ../nbs/04_evaluate.ipynb #b5a4bba9
 def coco_results(predictions: list[Detections],  # one per image, aligned with the dataset's images
                  ) -> list[dict]:
     "Predictions as a COCO results list (`image_id`, `category_id`, `xywh` `bbox`, `score`), same ids as `coco_gt_dict`."
@@ -103,6 +104,7 @@ def run_cocoeval(ds: DetectionDataset,  # ground truth
         E.summarize()
     return E
 
+# %% ../nbs/04_evaluate.ipynb #0235f19f
 def coco_metrics(ds: DetectionDataset,  # ground truth
                  predictions: list[Detections],  # one per image of `ds`, in order
                  iou_type: str = "bbox",  # only "bbox"
@@ -272,6 +274,7 @@ def fmt_metric(v,  # a metric, rate or count; None or negative (-1.0, as COCOeva
     "A metric as table text: three decimals, or \"–\" where it is undefined."
     return "–" if v is None or (isinstance(v, float) and v < 0) else f"{v:.3f}"
 
+# %% ../nbs/04_evaluate.ipynb #0b84a5c5
 @dataclass
 class EvalReport:
     "Everything `evaluate` measured, with a summary, plots and `save`."
@@ -348,6 +351,7 @@ def plot_pr_curves(self: EvalReport, ax=None,  # matplotlib axes to draw on (Non
     if self.pr["precision"]: ax.legend(fontsize="small", loc="lower left")
     return ax
 
+# %% ../nbs/04_evaluate.ipynb #f4748a77
 @patch
 def plot_confusion(self: EvalReport, ax=None,  # matplotlib axes to draw on (None: a new figure)
                    normalize: bool = False,  # divide each true-class row by its total
@@ -381,6 +385,7 @@ def plot_per_class_ap(self: EvalReport, ax=None,  # matplotlib axes to draw on (
     ax.legend(fontsize="small")
     return ax
 
+# %% ../nbs/04_evaluate.ipynb #0b0230ff
 @patch
 def plot_image_level(self: EvalReport, ax=None,  # matplotlib axes to draw on (None: a new figure)
                      ):
@@ -415,6 +420,7 @@ def plot_summary(self: EvalReport, fig=None,  # matplotlib figure to fill (None:
                  + (f"\n{s['note']}" if s.get("note") else ""), fontsize="medium")
     return fig
 
+# %% ../nbs/04_evaluate.ipynb #efcfd770
 PLOTS = {"pr_curves": ("plot_pr_curves", (4.5, 3.5)), "confusion": ("plot_confusion", (4.5, 4)),
          "per_class_ap": ("plot_per_class_ap", (4.5, 3.5)), "image_level": ("plot_image_level", (4.5, 3.5))}
 

@@ -23,7 +23,7 @@ from .yolo import import_ultralytics, ultralytics_output
 # %% auto #0
 __all__ = ['QUANT_OPS', 'DECODING', 'file_sha256', 'onnx_metadata', 'set_onnx_metadata', 'save_onnx', 'export_torchvision',
            'export_yolo', 'final_layers', 'quantized_counts', 'format_counts', 'calibration_paths', 'CalibrationImages',
-           'quantize_onnx', 'ExportReport', 'export_onnx', 'ExportConfig', 'run_export']
+           'quantize_onnx', 'int8_speed', 'ExportReport', 'export_onnx', 'ExportConfig', 'run_export']
 
 # %% ../nbs/10_export.ipynb #31550159
 def file_sha256(path) -> str:
@@ -55,6 +55,7 @@ def set_onnx_metadata(model, meta: dict):
     p.key, p.value = META_KEY, json.dumps(meta)
     return model
 
+# %% ../nbs/10_export.ipynb #792c7708
 def save_onnx(model, path) -> Path:
     "Write ONNX `model` to `path` atomically."
     with atomic_write(path, "wb") as f: f.write(model.SerializeToString())
@@ -151,6 +152,7 @@ def quantized_counts(model, op_types=QUANT_OPS) -> dict:
         elif n.op_type in ("ConvInteger", "MatMulInteger"): out[n.op_type.replace("Integer", "")][0] += 1
     return {k: tuple(v) for k, v in out.items() if sum(v)}
 
+# %% ../nbs/10_export.ipynb #1bb2a284
 def format_counts(counts: dict) -> str:
     "One line: `Conv 52/60 int8, Gemm 2/4 int8`."
     return ", ".join(f"{op} {q}/{q + f} int8" for op, (q, f) in counts.items()) or "nothing quantizable"
@@ -239,6 +241,27 @@ def quantize_onnx(src,  # an fp32 `.onnx` exported by trailnb
               f"{format_counts(counts)}; kept in float: {len(keep)} head layers, box decoding and NMS")
     return rec
 
+# %% ../nbs/10_export.ipynb #beeec6d7
+def int8_speed(fp32, int8,  # the two .onnx files of one model
+               images=None,  # photos to time on (paths); None: one random image at the model's input size
+               n: int = 4,  # at most this many photos, each timed 3 times
+               ) -> dict:
+    "`{fp32_s, int8_s, speedup, images, max_dim}`: median seconds per photo of each file with ONNX Runtime on this CPU."
+    import time
+    dets = {k: load_onnx_detector(p, device="cpu") for k, p in (("fp32", fp32), ("int8", int8))}
+    d = dets["fp32"].max_dim
+    imgs = list(images or [])[:n] or [np.random.default_rng(0).integers(0, 255, (d * 3 // 4, d, 3), dtype=np.uint8)]
+    out = {}
+    for k, det in dets.items():
+        det.predict(imgs[0])  # warm-up: ONNX Runtime plans its kernels on the first run
+        ts = []
+        for img in imgs * 3:
+            t = time.perf_counter()
+            det.predict(img)
+            ts.append(time.perf_counter() - t)
+        out[f"{k}_s"] = float(np.median(ts))
+    return {**out, "speedup": out["fp32_s"] / out["int8_s"], "images": len(imgs), "max_dim": d}
+
 # %% ../nbs/10_export.ipynb #d2fae509
 @dataclass
 class ExportReport:
@@ -248,19 +271,28 @@ class ExportReport:
     precision: str  # fp32 or int8
     size_mb: float  # file size in MB
     quantization: dict | None = None  # what int8 quantization did (method, counts per operator, layers kept float)
+    speed: dict | None = None  # int8: `int8_speed` measured at export (fp32 vs int8 on this CPU)
 
     def _counts(self) -> str: return format_counts({k: tuple(v) for k, v in self.quantization["counts"].items()})
 
     def __str__(self):
         s = f"exported {self.arch} ({self.precision}) to {self.path} ({self.size_mb:.1f} MB)"
         if self.quantization: s += f"; int8 {self.quantization['method']}: {self._counts()}"
+        if self.speed: s += f"; {self._speed()}"
         return s
+
+    def _speed(self) -> str:
+        sp = self.speed
+        verdict = "it pays" if sp["speedup"] >= 1.1 else "it does not pay here: keep the fp32 export"
+        return (f"int8 ran at {sp['speedup']:.2f}x fp32's speed on this CPU ({sp['images']} photo(s) at {sp['max_dim']} px, "
+                f"{sp['int8_s'] * 1000:.0f} vs {sp['fp32_s'] * 1000:.0f} ms): {verdict}")
 
     def _repr_markdown_(self):
         q = self.quantization
         rows = [("file", f"`{self.path.name}`"), ("architecture", self.arch), ("precision", self.precision),
                 ("size", f"{self.size_mb:.1f} MB")]
         if q: rows += [("int8", q["method"]), ("operators", self._counts()), ("kept in float", f"{len(q['kept_float'])} layers")]
+        if self.speed: rows.append(("speed", self._speed()))
         return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 # %% ../nbs/10_export.ipynb #a5c67697
@@ -292,7 +324,8 @@ def export_onnx(model,  # a trailnb checkpoint file, or a `Detector`
         with tempfile.TemporaryDirectory() as d:
             fp32 = save_onnx(proto, Path(d) / "fp32.onnx")
             rec = quantize_onnx(fp32, out, calib, calib_images)
-    return ExportReport(out, model.arch, "int8" if int8 else "fp32", out.stat().st_size / 1e6, rec)
+            speed = int8_speed(fp32, out, calibration_paths(calib) if calib else None)
+    return ExportReport(out, model.arch, "int8" if int8 else "fp32", out.stat().st_size / 1e6, rec, speed if int8 else None)
 
 # %% ../nbs/10_export.ipynb #9fee611d
 @dataclass
@@ -306,6 +339,7 @@ class ExportConfig:
     calib_images: int = 64  # at most this many calibration images
     opset: int = 17  # ONNX opset (torchvision detectors: 11 to 20)
 
+# %% ../nbs/10_export.ipynb #259a396c
 def run_export(cfg: ExportConfig | dict | str | None = None,  # an ExportConfig, a dict, or a YAML file
                **overrides,  # any ExportConfig field
                ) -> ExportReport:

@@ -60,6 +60,7 @@ class LabelingInterface:
     image_key: str  # the task data key holding the image URL (`$image` -> `image`)
     labels: list  # label values the project allows
 
+# %% ../nbs/08_labelstudio.ipynb #ae69aece
 def parse_labeling_config(xml: str,  # a project's labeling config
                           ) -> LabelingInterface:
     "The box-drawing part of a Label Studio labeling config; a `ConfigError` when it has none."
@@ -162,26 +163,32 @@ class RequestError(DataError):
     "A request the backend cannot serve; `status` is the HTTP status it is answered with."
     status = 400
 
+# %% ../nbs/08_labelstudio.ipynb #fa39a223
 class PathRefused(RequestError):
     "A task path that resolves outside the data roots: refused, nothing opened."
     status = 403
 
+# %% ../nbs/08_labelstudio.ipynb #e93e7e0f
 class NotFound(RequestError):
     "An unknown project, task file or job."
     status = 404
 
+# %% ../nbs/08_labelstudio.ipynb #a22ceced
 class UnreadableImage(RequestError):
     "An image that exists but cannot be decoded."
     status = 422
 
+# %% ../nbs/08_labelstudio.ipynb #5e293d60
 class NotAnImage(RequestError):
     "A task URL whose answer is not an image or a video (e.g. a Label Studio API page): refused, nothing stored."
     status = 415
 
+# %% ../nbs/08_labelstudio.ipynb #ad8f8458
 class TooLarge(RequestError):
     "A request body, a batch of tasks or a fetched image over the backend's limits."
     status = 413
 
+# %% ../nbs/08_labelstudio.ipynb #a2e866d6
 class LabelStudioError(TrailnbError):
     "Label Studio answered with an error or could not be reached."
     status = 502
@@ -195,6 +202,7 @@ def local_files_path(url: str) -> str | None:
     if not d: raise RequestError(f"Local-files URL {url!r} has no ?d=<path> parameter.")
     return d[0]
 
+# %% ../nbs/08_labelstudio.ipynb #38772aa4
 def resolve_in_roots(rel: str,  # a path relative to the data roots (a local-files `d`)
                      roots,  # the folders files may be read from
                      ) -> Path:
@@ -263,12 +271,14 @@ def label_studio_dir() -> Path:
     "The data folder `trailnb label-studio start` uses by default: `<trailnb home>/label-studio`."
     return trailnb_home() / "label-studio"
 
+# %% ../nbs/08_labelstudio.ipynb #7d70ca5b
 def saved_server(data_dir=None,  # the data folder of `start` (default: `label_studio_dir()`)
                  ) -> dict:
     "What `trailnb label-studio start` saved about its server (url, username, password, api_key, document_root); {} if none."
     p = Path(data_dir or label_studio_dir()) / SERVER_FILE
     return read_json(p, "Label Studio server file") if p.is_file() else {}
 
+# %% ../nbs/08_labelstudio.ipynb #5e2bb757
 def label_studio_client(url: str | None = None,  # Label Studio's URL
                         api_key: str | None = None,  # its API key
                         data_dir=None,  # the data folder of `start`, for its saved server
@@ -462,6 +472,7 @@ def task_image(self: LabelStudioBackend, url: str) -> Path:
     if rel is not None: return resolve_in_roots(rel, self.cfg.data_roots)
     return self.cache.get(url)
 
+# %% ../nbs/08_labelstudio.ipynb #d1f843ca
 @patch
 def _predict_task(self: LabelStudioBackend, task, iface, det, version) -> dict:
     if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -602,11 +613,13 @@ def webhook(self: LabelStudioBackend, payload: dict) -> dict:
         return {"status": "counted", "annotations_since_training": self.annotation_events[pid]}
     return {"status": "ignored", "action": action}
 
+# %% ../nbs/08_labelstudio.ipynb #e2a1c0fc
 @patch
 def train_endpoint(self: LabelStudioBackend, payload: dict) -> dict:
     "`/train` (the older protocol): start a training job for the payload's project."
     return self.start_training(payload.get("project"), force=bool((payload.get("params") or {}).get("force")))
 
+# %% ../nbs/08_labelstudio.ipynb #6c7ced9a
 @patch
 def job_status(self: LabelStudioBackend, payload: dict) -> dict:
     "`/job_status`: the state of a training job (queued, started, finished, failed)."
@@ -744,6 +757,7 @@ class RunningServer:
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
+# %% ../nbs/08_labelstudio.ipynb #c86d20e5
 def _free_port(host: str = "127.0.0.1") -> int:
     import socket
     with socket.socket() as s:
@@ -899,6 +913,7 @@ def create_project(client: LabelStudioClient,  # a client with an API key
     "Create a project for drawing boxes of `classes`; returns its id."
     return client.json("POST", "/api/projects", json={"title": title, "label_config": labeling_config(classes)})["id"]
 
+# %% ../nbs/08_labelstudio.ipynb #117e240a
 def add_local_storage(client: LabelStudioClient,  # a client with an API key
                       project: int,  # the project id
                       folder,  # an absolute folder under Label Studio's LOCAL_FILES_DOCUMENT_ROOT (read recursively)
@@ -909,6 +924,7 @@ def add_local_storage(client: LabelStudioClient,  # a client with an API key
                                                                "regex_filter": pattern, "use_blob_urls": True, "recursive_scan": True})
     return client.json("POST", f"/api/storages/localfiles/{st['id']}/sync")
 
+# %% ../nbs/08_labelstudio.ipynb #c54911bf
 def connect_ml_backend(client: LabelStudioClient,  # a client with an API key
                        project: int,  # the project id
                        backend_url: str,  # the trailnb backend's URL as Label Studio reaches it

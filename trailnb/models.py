@@ -142,6 +142,7 @@ class ArchSpec:
     @property
     def family(self) -> str: return self.detector_cls.family
 
+# %% ../nbs/02_models.ipynb #5d505ef2
 _REGISTRY: dict[str, ArchSpec] = {}
 FAMILY_MODULES = ["trailnb.yolo", "trailnb.megadetector", "trailnb.onnx_detector"]
 # modules that register a family (architectures, file formats) when imported, imported on first need; add your own
@@ -158,6 +159,7 @@ def register_architecture(name: str,  # architecture name, e.g. "fasterrcnn_resn
     _REGISTRY[name] = ArchSpec(name, detector_cls or TorchvisionDetector, builder, description)
     return _REGISTRY[name]
 
+# %% ../nbs/02_models.ipynb #6058afe2
 def import_families():
     "Import every module in `FAMILY_MODULES` (each registers its family when imported; a second call costs nothing)."
     for m in FAMILY_MODULES: importlib.import_module(m)
@@ -267,6 +269,7 @@ def list_backbones() -> list[str]:
     tv = [m for m in torchvision.models.list_models(module=torchvision.models) if m.startswith(_BACKBONE_PREFIXES)]
     return sorted(tv) + sorted(_CUSTOM_BACKBONES)
 
+# %% ../nbs/02_models.ipynb #3372b213
 def register_backbone(name: str,  # the backbone's name; the architecture becomes `fasterrcnn_<name>`
                       fn: Callable,  # fn(pretrained: bool) -> nn.Module with `.out_channels`
                       overwrite: bool = False,  # replace an existing registration
@@ -362,6 +365,7 @@ def get_architecture(arch: str) -> ArchSpec:
                      ". See list_architectures(); Faster R-CNN takes any backbone in list_backbones() as "
                      "'fasterrcnn_<backbone>'.")
 
+# %% ../nbs/02_models.ipynb #56f2c16a
 def list_architectures(backbones: bool = False,  # also list every `fasterrcnn_<backbone>` combination
                        ) -> dict[str, str]:
     "Registered architecture names and their one-line descriptions."
@@ -468,6 +472,7 @@ def checkpoint(self: Detector, train_config=None, metrics=None, extra: dict | No
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             **self._weights_payload(), **(extra or {})}
 
+# %% ../nbs/02_models.ipynb #10aee448
 @patch
 def save(self: Detector, path,  # the checkpoint file to write (atomically), e.g. runs/x/best.pt
          train_config=None,  # the training config (dataclass or dict) to record
@@ -629,6 +634,7 @@ class FileFormat:
     description: str = ""  # how the error for an unrecognised file lists this kind among the accepted ones
     order: int = 100  # files are sniffed, and kinds listed, in ascending order (trailnb's own: 10 to 50)
 
+# %% ../nbs/02_models.ipynb #59897f08
 _FORMATS: dict[str, FileFormat] = {}
 
 def register_file_format(name: str,  # the kind of file, e.g. "tinydet"
@@ -651,6 +657,7 @@ def file_formats() -> list[FileFormat]:
     import_families()
     return sorted(_FORMATS.values(), key=lambda f: f.order)
 
+# %% ../nbs/02_models.ipynb #00cb1a09
 def accepted_models() -> str:
     "The kinds of model file `load_detector` takes, as its error lists them."
     d = [f.description for f in file_formats() if f.description]
@@ -785,6 +792,7 @@ def load_detector(path,  # a model file: trailnb checkpoint, Ultralytics/MegaDet
                          f"Accepted: {accepted_models()}.")
     return resolve_ref(_FORMATS[info["kind"]].load)(path, device, info)
 
+# %% ../nbs/02_models.ipynb #3db90a91
 def arch_of_weights(path,  # a model file
                     ) -> str | None:
     "The architecture a weights file holds (what `train(weights=path)` needs as `arch`); None when unknown."
@@ -831,6 +839,7 @@ class ModelCard:
         w = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(w)}  {v}" for k, v in rows)
 
+# %% ../nbs/02_models.ipynb #5a068cc6
 def model_info(path,  # a model file: trailnb checkpoint, Ultralytics / MegaDetector .pt, torchvision .pth or .onnx
                ) -> ModelCard:
     "A short model card of `path` (`trailnb info MODEL` prints it)."

@@ -149,6 +149,7 @@ class InferDataset:
             msg = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
             return {"i": i, "img": None, "scale": 1.0, "w": 0, "h": 0, "failure": msg}
 
+# %% ../nbs/04a_predict.ipynb #cc1fd288
 def collate_list(batch: list) -> list:
     "A DataLoader `collate_fn` that keeps a batch as its list of decoded dicts (their images may differ in shape)."
     return batch
@@ -167,6 +168,7 @@ def usable_cores() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../nbs/04a_predict.ipynb #bd8d0a62
 @dataclass
 class ComputeSplit:
     "How a run uses the machine: images per model call, decoding worker processes and torch threads."
@@ -175,11 +177,13 @@ class ComputeSplit:
     workers: int  # decoding worker processes (0: decoded in the main process, between model calls)
     threads: int  # torch threads of the model
     cores: int  # cores this process may use
+    engine: str = "torch"  # what runs the model (a run with engine="onnx" says "ONNX Runtime (file)")
 
     def __str__(self):
-        return (f"{self.device}: batch {self.batch_size}, {self.workers} decoding worker(s), {self.threads} torch "
-                f"thread(s), {self.cores} core(s)")
+        return (f"{self.device}: {'' if self.engine == 'torch' else self.engine + ', '}batch {self.batch_size}, "
+                f"{self.workers} decoding worker(s), {self.threads} torch thread(s), {self.cores} core(s)")
 
+# %% ../nbs/04a_predict.ipynb #fa10bebf
 def compute_split(device="cpu",  # the model's device
                   batch_size: int | None = None,  # images per model call; None: 1 on a CPU, 8 on a GPU
                   workers: int | None = None,  # decoding workers; None: 0 on up to 2 CPU cores, else 1 per 8 (GPU: up to 4)

@@ -137,6 +137,7 @@ def repeats_table(clusters: list[RepeatCluster], classes: list[str] | None = Non
              "box": (np.asarray(c.box) / np.tile(c.size, 2)).round(4).tolist(), "mean_score": round(c.mean_score, 3),
              "examples": " ".join(sorted({f for f, _ in c.members})[:3])} for c in clusters]
 
+# %% ../nbs/05c_repeats.ipynb #3454801e
 def write_repeats(path, clusters: list[RepeatCluster], classes: list[str] | None = None) -> Path:
     "Write `repeats_table` as CSV, atomically; returns the path."
     rows = repeats_table(clusters, classes)

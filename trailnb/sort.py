@@ -82,6 +82,7 @@ def class_thresholds(classes: list[str],  # the detector's class names
         t[classes.index(k)] = float(v)
     return t
 
+# %% ../nbs/05b_sort.ipynb #6b01c417
 def parse_class_thresh(items,  # NAME=SCORE strings, e.g. ("deer=0.6", "fox=0.4")
                        classes: list[str],  # the detector's class names
                        ) -> dict:
@@ -102,12 +103,14 @@ def kept_mask(d: Detections,  # one image's detections
     "Which detections are at or above their class's threshold (a boolean mask)."
     return d.scores >= t[d.labels]
 
+# %% ../nbs/05b_sort.ipynb #7894bb5b
 def kept_detections(d: Detections,  # one image's detections
                     t: np.ndarray,  # the score each class index needs (`class_thresholds`)
                     ) -> Detections:
     "The detections at or above their class's threshold."
     return d[kept_mask(d, t)]
 
+# %% ../nbs/05b_sort.ipynb #c6df4e7d
 def detection_counts(results,  # `ImageResult` records
                      classes: list[str],  # class names
                      t: np.ndarray,  # the score each class index needs (`class_thresholds`)
@@ -151,6 +154,7 @@ def class_folder(labels,  # the class indices present in an image
     names = sorted({classes[int(l)] for l in labels})
     return f"detected/{'_'.join(names)}" if names else "empty"
 
+# %% ../nbs/05b_sort.ipynb #beda7175
 def sort_into_folders(results,  # list of `ImageResult`, or a results file (MD or COCO JSON)
                       out_dir,  # folder to create `detected/<class>/`, `empty/` (and `drawn/`) in
                       source_root,  # folder the results' file keys are relative to (the images' root)
@@ -211,6 +215,7 @@ class SortConfig:
     min_track_frames: int = 2  # with track: sampled frames (or photos) a track needs to count; shorter ones are blips
     burst_gap_s: float = 60  # with track: photos of one folder less than this many seconds apart are one burst
 
+# %% ../nbs/05b_sort.ipynb #98897abc
 SortConfig.renamed = {"thresh": "sort_thresh", "mode": "sort"}  # old names, answered with the new ones
 
 def _track_note(results, clips, root, gap_s) -> str:

@@ -110,6 +110,7 @@ def default_lr(cfg: TrainConfig) -> float:
     "The peak learning rate when `cfg.lr` is None: 0.01 (SGD) or 0.0005 (AdamW) at batch 4, scaled linearly."
     return (0.01 if cfg.optimizer == "sgd" else 5e-4) * cfg.batch_size * cfg.accumulate / 4
 
+# %% ../nbs/03_train.ipynb #94728c75
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "SGD or AdamW over trainable parameters; no weight decay on norms and biases."
     decay, no_decay = [], []
@@ -120,6 +121,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     if cfg.optimizer == "sgd": return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999))
 
+# %% ../nbs/03_train.ipynb #9e40b2e4
 def make_scheduler(optimizer: torch.optim.Optimizer,  # from make_optimizer
                    cfg: TrainConfig,  # the run's config: lr, scheduler, epochs, warm-up, ...
                    steps_per_epoch: int,  # optimizer steps in one epoch
@@ -174,6 +176,7 @@ def check_run_data(cfg: TrainConfig) -> RunData:
     fn = {"sequence": split_by_sequence, "folder": split_by_folder, "random": split_random}[cfg.split]
     return RunData(*fn(ds, val_frac=cfg.val_frac, seed=cfg.seed), [report], skipped)
 
+# %% ../nbs/03_train.ipynb #232c65cb
 def load_run_data(cfg: TrainConfig):
     "`(train_ds, val_ds or None)` for a config: read, check, clean and split the dataset (`check_run_data`)."
     return tuple(check_run_data(cfg)[:2])
@@ -208,6 +211,7 @@ class AspectRatioBatchSampler(Sampler):
                 yield rest[j:j + self.batch_size]
                 n += 1
 
+# %% ../nbs/03_train.ipynb #ea0a20a2
 def make_loader(tds, cfg: TrainConfig, train: bool, generator: torch.Generator | None = None) -> DataLoader:
     "A `DataLoader` of `(images, targets)` tuples for a `TorchDetectionDataset`."
     kw = dict(num_workers=cfg.workers, collate_fn=collate_detections, persistent_workers=cfg.workers > 0,
@@ -224,6 +228,7 @@ def make_loader(tds, cfg: TrainConfig, train: bool, generator: torch.Generator |
 class TrainingError(ModelError):
     "Training cannot go on (a non-finite loss): the message says where it happened and what to try."
 
+# %% ../nbs/03_train.ipynb #fc5dc0c1
 def train_one_epoch(det: TorchvisionDetector,  # the detector being trained
                     optimizer: torch.optim.Optimizer,  # its optimizer
                     loader,  # DataLoader of (images, targets)
@@ -304,6 +309,7 @@ class TrainState:
     stop: bool = False  # set True to end training after this epoch
     rank: int = 0  # this process (callbacks run in every process of a distributed run; rank 0 writes the run folder)
 
+# %% ../nbs/03_train.ipynb #1ae2b040
 EVENTS = ("on_train_start", "on_epoch_end", "on_validation_end", "on_train_end")  # the loop's named points
 
 def check_callbacks(callbacks) -> list:
@@ -337,10 +343,12 @@ def write_metrics_csv(path, history: list) -> Path:
         w.writerows(history)
     return Path(path)
 
+# %% ../nbs/03_train.ipynb #3d911b71
 class CSVLogger:
     "Rewrite `metrics.csv` in the run folder after every epoch."
     def on_epoch_end(self, s: TrainState): write_metrics_csv(s.run_dir / "metrics.csv", s.history)
 
+# %% ../nbs/03_train.ipynb #c6a21684
 class TensorBoardLogger:
     "Log each epoch's numbers to TensorBoard in the run folder (only if tensorboard is installed)."
     def __init__(self, run_dir):
@@ -374,6 +382,7 @@ def plot_history(history: list,  # per-epoch rows (`TrainResult.history`, or the
     fig.tight_layout()
     return fig
 
+# %% ../nbs/03_train.ipynb #46f6f2e5
 class LivePlot:
     "The `plot_history` figure, redrawn in place after each epoch (in a notebook)."
     def __init__(self, metric: str = "AP"):
@@ -432,6 +441,7 @@ def resume_config(saved: dict,  # the resumed run's settings (its checkpoint's `
                           f"already. Give epochs={epochs_done} or more.")
     return new
 
+# %% ../nbs/03_train.ipynb #89ba0268
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict):
     "Load a saved optimizer `state` (momenta, step counts) but keep `optimizer`'s settings (lr, momentum, decay)."
     mine = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
@@ -463,6 +473,7 @@ def read_resume(resume,  # a run folder, its last.pt, or a family's own state fi
     raise ConfigError(f"Cannot resume from {f}: it is {info['what']}, not a trailnb run's last.pt. To train from its weights, "
                       f"start a new run with weights={str(f)!r}.")
 
+# %% ../nbs/03_train.ipynb #858f405f
 def resolve_config(cfg: TrainConfig,  # this call's settings
                     given=None,  # the names of the settings it was given (`load_settings`; None: `cfg`'s changed fields)
                     ) -> tuple[TrainConfig, dict | None]:
@@ -472,6 +483,7 @@ def resolve_config(cfg: TrainConfig,  # this call's settings
     r, given = ckpt["resume"], changed_fields(cfg) if given is None else given
     return resume_config(ckpt.get("train_config") or {}, cfg, given, r.get("epoch", r.get("epochs_done", 0))), ckpt
 
+# %% ../nbs/03_train.ipynb #57db4661
 def run_dir_for(cfg: TrainConfig) -> Path:
     "The run folder of `cfg`: the resumed run's, or a new `out/name` (an existing, non-empty one is an error)."
     if cfg.resume: return resume_run_dir(cfg.resume)
@@ -482,6 +494,7 @@ def run_dir_for(cfg: TrainConfig) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/03_train.ipynb #edc98dd1
 def save_run_config(run_dir: Path, cfg: TrainConfig) -> Path:
     "Write the run's settings as `config.yaml` in `run_dir` (atomically)."
     import yaml
@@ -602,6 +615,7 @@ def resume_state(run: Run) -> dict:
             "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
             "ema": run.ema.state_dict() if run.ema is not None else None, "rng": _rng_state()}
 
+# %% ../nbs/03_train.ipynb #9d4e3815
 def restore_run(run: Run, r: dict):
     "Put a saved `resume_state` back into `run` (optimizer, scaler, EMA, progress, random generators)."
     load_optimizer_state(run.optimizer, r["optimizer"])
@@ -625,6 +639,7 @@ def validate_epoch(run: Run, row: dict) -> bool:
     _fire(run.callbacks, "on_validation_end", s)
     return improved
 
+# %% ../nbs/03_train.ipynb #06727493
 def fit_epoch(run: Run) -> tuple[dict, bool]:
     "Train one epoch and validate when due: `(history row, improved)`."
     cfg, epoch, t0 = run.cfg, run.state.epoch, time.time()
@@ -689,6 +704,7 @@ class TrainResult:
         return (f"{self.detector.arch} trained for {self.metrics.get('epochs')} epochs in run folder `{self.run_dir.name}` "
                 f"({said})\n\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n" + "\n".join(rows) + "\n")
 
+# %% ../nbs/03_train.ipynb #8531aa26
 def finish_run(run: Run) -> TrainResult:
     "End the run: make sure best.pt exists, fire `on_train_end`, load the best detector, summarise."
     cfg, s, val = run.cfg, run.state, run.data.val
@@ -708,6 +724,7 @@ def finish_run(run: Run) -> TrainResult:
 class TrainingInterrupted(KeyboardInterrupt):
     "Training was interrupted (Ctrl-C); the message says after which epoch and how to continue the run."
 
+# %% ../nbs/03_train.ipynb #f7778021
 def interrupted(run_dir: Path,  # the run folder
                 done: int,  # epochs finished (their last.pt is on disk)
                 epochs: int,  # epochs the run was to train
@@ -739,6 +756,7 @@ def train(cfg: TrainConfig | dict | str | None = None,  # a TrainConfig, a dict,
         return train_in_processes(asked, given)
     return fit_torchvision(cfg, callbacks=callbacks, ckpt=ckpt)
 
+# %% ../nbs/03_train.ipynb #72fef9c4
 def _check_own_trainer(cfg: TrainConfig, spec, callbacks: list):
     "What a family with its own trainer (Ultralytics) cannot do: trailnb callbacks, trailnb's processes."
     if callbacks:
@@ -784,6 +802,7 @@ def read_run(run_dir) -> TrainResult:
                **{k: v for k, v in final.items() if k.startswith("val_")}}
     return TrainResult(load_detector(run_dir / "best.pt"), run_dir, history, metrics)
 
+# %% ../nbs/03_train.ipynb #21cb57f5
 LAUNCHER_REPORTS = "TRAILNB_LAUNCHER_REPORTS"  # set for the processes `train_in_processes` starts: it prints the summary, they don't
 
 def train_in_processes(cfg: TrainConfig,  # the settings of the run

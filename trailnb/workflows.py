@@ -23,10 +23,12 @@ def workflow_dirs() -> list[Path]:
              Path(sys.prefix) / "share" / "trailnb" / "workflows"]
     return [d for d in dirs if d.is_dir()]
 
+# %% ../nbs/92_workflows.ipynb #1e03a6c9
 def list_workflows() -> list[str]:
     "Names of the available workflows."
     return sorted({p.stem for d in workflow_dirs() for p in d.glob("*.ipynb") if not p.stem.startswith("_")})
 
+# %% ../nbs/92_workflows.ipynb #ac7dd658
 def workflow_path(name: str) -> Path:
     "The notebook of workflow `name` (or `name` itself when it is a path to a notebook)."
     p = Path(name)
@@ -118,6 +120,7 @@ def settings_from_parameters(cls,  # the stage's config dataclass (TrainConfig, 
              and (f.name in listed or params[f.name] != field_default(f))}
     return load_settings(cls, config, **{**given, **fixed})
 
+# %% ../nbs/92_workflows.ipynb #152336aa
 def config_from_parameters(cls, params: dict, config=None, **fixed):
     "The stage config from a workflow's parameters (`settings_from_parameters` without the names given)."
     return settings_from_parameters(cls, params, config, **fixed)[0]

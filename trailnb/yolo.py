@@ -25,6 +25,7 @@ def ultralytics_dir() -> Path:
     "The folder that holds Ultralytics' settings and fonts: `trailnb_home()/ultralytics/Ultralytics`."
     return trailnb_home() / "ultralytics" / "Ultralytics"
 
+# %% ../nbs/07_yolo.ipynb #5bfc37be
 def _copy_fonts(d: Path):
     import matplotlib
     src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -141,6 +142,7 @@ def ultralytics_arch(model) -> str:
     if stem not in YOLO_ARCHS and f"{stem}{y.get('scale') or ''}" in YOLO_ARCHS: stem += y["scale"]  # yolo11.yaml, scale n
     return stem or type(model).__name__.lower()
 
+# %% ../nbs/07_yolo.ipynb #e3ab8291
 def open_ultralytics(src):
     "Ultralytics' `RTDETR(src)` for an RT-DETR yaml or file, else `YOLO(src)` (they differ in predictor and trainer)."
     import_ultralytics()
