@@ -330,3 +330,23 @@ def test_bad_user_files_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="UTC offset"): read_deployments(tmp_path / "d.csv")
     (tmp_path / "d.csv").write_text(DEPLOYMENTS.replace("latitude", "lat"))
     with pytest.raises(ConfigError, match="latitude"): read_deployments(tmp_path / "d.csv")
+
+
+def test_example_as_dataset_and_evaluated(example):
+    "load_dataset reads a package (boxes become labels); its machine rows, read as predictions, score AP 1 against them."
+    from trailnb.data import load_dataset, validate_dataset
+    from trailnb.evaluate import evaluate
+    from trailnb.results import read_results
+    ds = load_dataset(example, method="machine")
+    assert ds.classes == ["Ardea"] and len(ds) == 10 and ds.num_boxes == 10
+    r = ds[0]
+    assert (r.width, r.height) == (2048, 1440) and r.file_name.startswith("media/")
+    assert r.meta["deploymentID"] == "62c200a9" and r.meta["datetime"].isoformat() == "2021-04-11T20:43:09"
+    assert any("413 media exist only as web URLs" in p.detail for p in ds.problems)  # reported, not fatal
+    everything = load_dataset(example / "datapackage.json")  # human rows too: these photos' human rows have no box
+    assert everything.num_boxes == 10 and everything[0].meta["image_labels"]
+    clean, report = validate_dataset(ds)
+    assert len(clean) == 10
+    _, by_file, _ = read_results(example)
+    rep = evaluate(ds, [by_file.get(x.file_name) for x in ds.images])
+    assert rep.metrics["AP50"] == pytest.approx(1.0) and rep.metrics["AP"] == pytest.approx(1.0)

@@ -231,8 +231,10 @@ def test_video_frames(tiny_model, tmp_path):
     vid = next(im for im in md["images"] if im["file"] == "clip.mp4")
     assert vid["frames_processed"] == [0, 10, 20] and vid["frame_rate"] == 10.0
     assert validate_batch_results(md)["validation_results"]["errors"] == []
-    rows = [r.split(",") for r in s.outputs["csv"].read_text().splitlines()[1:]]
-    assert {r[-2] for r in rows if r[0].startswith("clip.mp4/")} == {"0.000", "1.000", "2.000"}
+    import csv
+    rows = list(csv.DictReader(s.outputs["csv"].open()))  # by column name: the run's CSV also has capture time columns
+    assert {r["frame_time"] for r in rows if r["file"].startswith("clip.mp4/")} == {"0.000", "1.000", "2.000"}
+    assert {r["deployment"] for r in rows} == {"root"} and {r["time_source"] for r in rows} <= {"exif", "mtime"}
 
 
 class _BlobDetector:

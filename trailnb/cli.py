@@ -165,6 +165,8 @@ COMMANDS = {
                          "trailnb.autolabel:run_autolabel", config="trailnb.autolabel:AutolabelConfig", positional=("images",)),
     "export": Command("export a trained model to ONNX (fp32, or int8 with --int8 [--calib PHOTOS]) for ONNX Runtime",
                       "trailnb.export:run_export", config="trailnb.export:ExportConfig", positional=("model",)),
+    "camtrap-dp": Command("publish a run's results as a Camtrap DP 1.0.2 package (deployments, media, observations, events), or --validate one",
+                          "trailnb.publish:run_camtrap_dp", config="trailnb.publish:CamtrapConfig", positional=("results",)),
     "label-studio": Command("Label Studio ML backend (pre-labels, retrains) and push/pull of tasks and annotations",
                             "trailnb.labelstudio:label_studio_cli", raw=True),
     "run": Command("run a workflow notebook (train, evaluate, infer, review) headless with papermill",

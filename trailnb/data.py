@@ -12,12 +12,14 @@ import numpy as np
 import yaml
 from PIL import ImageFile, Image, ImageOps, UnidentifiedImageError
 from .core import IMAGE_EXTS, DataError, atomic_write, draw_boxes, logger, progress_bar, read_json, write_json
+from .camtrap_dp import is_camtrap_dp, locate_media, package_labels, read_camtrap_dp, to_pixels
 
 # %% auto #0
 __all__ = ['Problem', 'ImageRecord', 'DetectionDataset', 'image_size', 'decode_image', 'load_image', 'strip_ls_prefix',
-           'ImageResolver', 'load_coco', 'coco_dict', 'save_coco', 'load_yolo', 'save_yolo', 'load_voc', 'load_dataset',
-           'dataset_stats', 'ValidationReport', 'validate_dataset', 'check_data', 'show_samples', 'capture_time',
-           'sequences', 'sequence_ids', 'split_random', 'split_by_folder', 'split_by_sequence']
+           'ImageResolver', 'load_coco', 'coco_dict', 'save_coco', 'load_yolo', 'save_yolo', 'load_voc',
+           'load_camtrap_dp', 'load_dataset', 'dataset_stats', 'ValidationReport', 'validate_dataset', 'check_data',
+           'show_samples', 'capture_time', 'sequences', 'sequence_ids', 'split_random', 'split_by_folder',
+           'split_by_sequence']
 
 # %% ../nbs/01_data.ipynb #9ac8f13b
 @dataclass
@@ -645,6 +647,26 @@ def load_voc(folder, # folder of VOC `.xml` files (or holding `Annotations/`)
         records.append(ImageRecord(path, w, h, np.asarray(boxes, np.float32).reshape(-1, 4), labels, len(records), file_name, meta))
     return DetectionDataset(names, records, resolver.roots[0], name or folder.name, problems)
 
+# %% ../nbs/01_data.ipynb #178a5c0c
+def load_camtrap_dp(path, # a Camtrap DP package folder or its datapackage.json
+                    images=None, # folder(s) holding the photos, besides the package folder
+                    method: str | None = None, # only `human` labels or `machine` predictions; None: both
+                    name: str | None = None, # the dataset's name (default: the package's)
+                   ) -> DetectionDataset:
+    "A Camtrap DP package as a dataset: boxes as labels, rows without a box as image-level labels."
+    pkg = read_camtrap_dp(path)
+    classes, labels, notes = package_labels(pkg, locate_media(pkg, images), method)
+    problems = [Problem("camtrap_dp_media", str(pkg.root / "media.csv"), "", n, "left out") for n in notes]
+    records = []
+    for i, m in enumerate(labels):
+        w, h = image_size(m.path)
+        boxes = [to_pixels(b, w, h) for b in m.boxes]
+        t = _parse_datetime(m.timestamp)
+        meta = {"datetime": t.replace(tzinfo=None) if t else None, "deploymentID": m.deploymentID,
+                "mediaID": m.mediaID, "image_labels": m.image_labels}
+        records.append(ImageRecord(m.path, w, h, boxes, [classes.index(n) for n in m.names], i, m.file_name, meta))
+    return DetectionDataset(classes, records, pkg.root, name or pkg.descriptor.get("name") or pkg.root.name, problems)
+
 # %% ../nbs/01_data.ipynb #785e4893
 def _load_folder(path: Path, images, **kw) -> DetectionDataset:
     "Read the dataset in folder `path`: YOLO (`data.yaml`), VOC (`.xml`) or COCO (one `.json`)."
@@ -657,12 +679,13 @@ def _load_folder(path: Path, images, **kw) -> DetectionDataset:
     else: why = "no data.yaml, .xml or .json in it."
     raise DataError(f"Cannot tell the dataset format of folder {path}: {why}")
 
-def load_dataset(path, # a COCO/Label Studio .json, a YOLO data.yaml or its folder, or a VOC folder
+def load_dataset(path, # a COCO/Label Studio .json, a YOLO data.yaml or its folder, a VOC folder, or a Camtrap DP package
                  images=None, # image root(s) for COCO and VOC
                  **kw, # passed on to the reader
                 ) -> DetectionDataset:
-    "Read a dataset in any supported format, chosen from `path` (COCO/Label Studio JSON, YOLO yaml or folder, VOC folder)."
+    "Read a dataset in any supported format, chosen from `path` (COCO/Label Studio JSON, YOLO yaml or folder, VOC folder, Camtrap DP package)."
     path = Path(path)
+    if is_camtrap_dp(path): return load_camtrap_dp(path, images, **kw)
     if path.is_dir(): return _load_folder(path, images, **kw)
     if not path.is_file(): raise DataError(f"Dataset not found: {path}. Check the path.")
     if path.suffix.lower() == ".json": return load_coco(path, images, **kw)

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import progress_bar, ConfigError, inference_autocast, load_config, load_settings, logger, trailnb_home
-from .results import ImageResult, RESULT_FILES, write_results
+from .results import ImageResult, RESULT_FILES, source_file, write_results
 from .sort import SortReport, class_thresholds, detection_counts, parse_class_thresh, sort_into_folders
 from .repeats import find_repeat_detections, suppress_repeats, write_repeats
 from .track import clips_table, save_track_stills, sequence_labels, track_results, write_track_videos
@@ -18,13 +18,16 @@ from .predict import (ComputeSplit, InferItem, ResultsLog, compute_split, expand
 from .distributed import (all_gather_object, barrier, init_distributed, launched_by_torchrun,
                                  quiet_unless_main, relaunch, shard_batches, shard_checkpoint, shard_checkpoints)
 from .models import load_detector
+from .events import (DEFAULT_EVENT_GAP_MIN, clip_counts, independent_events, media_info, media_items,
+                            write_events_csv)
 from .export import export_onnx, file_sha256
 from . import __version__
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'RUN_OUTPUTS', 'InferConfig', 'InferSummary', 'onnx_engine_model', 'InferPlan', 'run_outputs',
            'remove_run_outputs', 'plan_inference', 'stream_predictions', 'flag_repeats', 'track_outputs',
-           'write_outputs', 'sort_outputs', 'summarise', 'shard_plan', 'torch_threads', 'run_inference']
+           'write_outputs', 'event_outputs', 'sort_outputs', 'summarise', 'shard_plan', 'torch_threads',
+           'run_inference']
 
 # %% ../nbs/05_infer.ipynb #b1e60dcc
 @dataclass
@@ -48,7 +51,7 @@ class InferConfig:
     sort: typing.Literal["none", "copy", "hardlink", "symlink"] = "none"  # sort images into detected/<class>/ and empty/
     draw: bool = False  # also write copies of detected images with boxes drawn (drawn/)
     resume: bool = False  # continue the run in `out`: the images its checkpoint holds are not run again
-    overwrite: bool = False  # start again in an `out` that holds an earlier run: first remove trailnb's outputs there (results_md.json, results_coco.json, results.csv, checkpoints, repeats.csv, clips.csv, detected/, empty/, drawn/, track_stills/, track_videos/) and nothing else
+    overwrite: bool = False  # start again in an `out` that holds an earlier run: first remove trailnb's outputs there (results_md.json, results_coco.json, results.csv, checkpoints, repeats.csv, clips.csv, events.csv, detected/, empty/, drawn/, track_stills/, track_videos/) and nothing else
     checkpoint_every: int = 500  # write a checkpoint every this many images
     recursive: bool = True  # search sub-folders of an input folder
     video_every_s: float | None = 1.0  # sample videos every this many seconds
@@ -62,6 +65,7 @@ class InferConfig:
     min_track_frames: int = 2  # with track: sampled frames (or photos) a track needs to count; shorter ones are blips, listed but not sorted
     burst_gap_s: float = 60  # with track: photos of one camera folder less than this many seconds apart are one burst
     track_videos: bool = False  # with track: also write each video with boxes, classes and track ids drawn (track_videos/)
+    event_gap_min: float = DEFAULT_EVENT_GAP_MIN  # events.csv: a gap of more than this many minutes between a deployment's photos with animals starts a new independent event (the 30-minute convention of O'Brien et al. 2003)
 
 # %% ../nbs/05_infer.ipynb #31bb2ed4
 @dataclass
@@ -156,8 +160,8 @@ class InferPlan:
         return ResultsLog(self.checkpoint, self.signature, self.cfg.checkpoint_every, self.keep_bytes)
 
 # %% ../nbs/05_infer.ipynb #57b73532
-RUN_OUTPUTS = (*RESULT_FILES.values(), CHECKPOINT, "repeats.csv", "clips.csv", "detected", "empty", "drawn", "track_stills",
-               "track_videos")  # what a run writes into its `out` (plus each rank's checkpoint.rankN.jsonl)
+RUN_OUTPUTS = (*RESULT_FILES.values(), CHECKPOINT, "repeats.csv", "clips.csv", "events.csv", "detected", "empty", "drawn",
+               "track_stills", "track_videos")  # what a run writes into its `out` (plus each rank's checkpoint.rankN.jsonl)
 
 def run_outputs(out) -> list[Path]:
     "The outputs of an earlier run in the folder `out`: `RUN_OUTPUTS` and rank checkpoints that exist there."
@@ -284,6 +288,7 @@ def track_outputs(plan: InferPlan,  # the run's plan
 def write_outputs(plan: InferPlan,  # the run's plan
                   results: list[ImageResult],  # the results to write (after repeats and tracking)
                   repeats: list,  # the repeated-detection clusters
+                  media: dict | None = None,  # {photo or video: (capture time, its source, deployment)} (`events.media_info`)
                   ) -> dict:
     "Write the results files: `{format: path}`."
     import trailnb
@@ -291,7 +296,21 @@ def write_outputs(plan: InferPlan,  # the run's plan
     meta = {"image_size": plan.max_dim, "arch": getattr(plan.detector, "arch", ""), "trailnb_version": trailnb.__version__,
             "repeats_suppressed": bool(cfg.repeat_suppress and repeats), "tracked": bool(cfg.track)}
     return write_results(results, plan.classes, Path(cfg.out), cfg.formats, detector=Path(cfg.model).name,
-                         score_thresh=cfg.score_thresh, typical_thresh=cfg.sort_thresh, metadata=meta)
+                         media=media, score_thresh=cfg.score_thresh, typical_thresh=cfg.sort_thresh, metadata=meta)
+
+# %% ../nbs/05_infer.ipynb #c9f26354
+def event_outputs(plan: InferPlan,  # the run's plan
+                  results: list[ImageResult],  # the results as written
+                  clips: list = (),  # the `ClipSummary`s of tracked videos and bursts
+                  media: dict | None = None,  # `events.media_info` of the results (read here when None)
+                  ) -> dict:
+    "Write `events.csv`, the independent events of each deployment: `{'events': path}`."
+    cfg, ok = plan.cfg, [r for r in results if r.ok]
+    media = media if media is not None else media_info([r.file for r in ok], plan.root)
+    times = {r.file: media[source_file(r.file)][:2] for r in ok if source_file(r.file) in media}
+    items = media_items(ok, plan.classes, times, cfg.sort_thresh, plan.class_thresh)
+    events = independent_events(items, cfg.event_gap_min, clip_counts(clips, plan.classes))
+    return {"events": write_events_csv(Path(cfg.out) / "events.csv", events)}
 
 # %% ../nbs/05_infer.ipynb #c5b0e626
 def sort_outputs(plan: InferPlan,  # the run's plan
@@ -372,7 +391,8 @@ def run_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfig
     results = sorted({**plan.done, **new}.values(), key=lambda r: r.file)
     results, repeats, rep_files = flag_repeats(plan, results)
     results, clips, track_files = track_outputs(plan, results)
-    outputs = {**rep_files, **track_files, **write_outputs(plan, results, repeats)}
+    media = media_info([r.file for r in results if r.ok], plan.root)  # capture times (EXIF, else file time), deployments
+    outputs = {**rep_files, **track_files, **write_outputs(plan, results, repeats, media), **event_outputs(plan, results, clips, media)}
     report, folders = sort_outputs(plan, results, clips)
     for p in [Path(cfg.out) / CHECKPOINT, *shard_checkpoints(cfg.out)]: p.unlink(missing_ok=True)
     return summarise(plan, results, {**outputs, **folders}, repeats, report, seconds, n_new, clips)
