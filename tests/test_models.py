@@ -35,6 +35,19 @@ def _param(a):
 
 
 @pytest.mark.parametrize("arch", [_param(a) for a in TORCHVISION_ARCHS + BACKBONES])
+
+def _mdv5_form_file(path, monkeypatch):
+    "A file in MegaDetector v5's form: a pickle of YOLOv5's own model class (a stand-in `models.yolo.Model`)."
+    import sys, types
+    yolo = types.ModuleType("models.yolo")
+    exec("import torch\nclass Model(torch.nn.Module):\n    pass", yolo.__dict__)
+    yolo.Model.__module__ = "models.yolo"
+    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))
+    monkeypatch.setitem(sys.modules, "models.yolo", yolo)
+    torch.save({"model": yolo.Model()}, path)
+    monkeypatch.delitem(sys.modules, "models.yolo"); monkeypatch.delitem(sys.modules, "models")
+    return path
+
 def test_arch_trains_predicts_and_round_trips(arch, tmp_path):
     det = build_detector(arch, ["deer", "fox"], max_dim=96, device="cpu")
     r = smoke_step(det)
@@ -133,15 +146,9 @@ def test_megadetector_v5_pickle_needs_the_extra(tmp_path, monkeypatch):
     """A YOLOv5 pickle (MegaDetector v5's format) is recognised from its contents, whatever its name, and without
     MegaDetector's package and its YOLOv5 code the error names the extra to install. The pickle is built with a
     stand-in `models.yolo.Model` class: the real MDv5 weights cannot be downloaded here."""
-    import sys, types
+    import sys
     from trailnb.models import inspect_model_file
-    yolo = types.ModuleType("models.yolo")
-    exec("import torch\nclass Model(torch.nn.Module):\n    pass", yolo.__dict__)
-    yolo.Model.__module__ = "models.yolo"
-    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))
-    monkeypatch.setitem(sys.modules, "models.yolo", yolo)
-    torch.save({"model": yolo.Model()}, tmp_path / "detector.pt")
-    monkeypatch.delitem(sys.modules, "models.yolo"); monkeypatch.delitem(sys.modules, "models")
+    _mdv5_form_file(tmp_path / "detector.pt", monkeypatch)
     assert inspect_model_file(tmp_path / "detector.pt")["kind"] == "yolov5"
     monkeypatch.setitem(sys.modules, "yolov5", None)  # as on any machine without trailnb[megadetector]
     with pytest.raises(ModelError, match=r"pip install 'trailnb\[megadetector\]'"):
@@ -248,7 +255,7 @@ def test_every_file_kind_loads_through_the_registry(tmp_path, monkeypatch):
     """Every kind of file a test can build (trailnb checkpoint, torchvision .pth, Ultralytics .pt, MegaDetector-form .pt,
     .onnx) is recognised by its family's registered format and loads as before: the same detector class, architecture,
     classes and input size, and the same boxes as the detector it was written from."""
-    import sys, types
+    import sys
     from trailnb import models
     from trailnb.export import export_onnx
     from trailnb.yolo import write_ultralytics_checkpoint
@@ -259,13 +266,7 @@ def test_every_file_kind_loads_through_the_registry(tmp_path, monkeypatch):
     torch.save(det.model.state_dict(), pth)
     onnx_file = export_onnx(det, tmp_path / "m.onnx").path
     ul = write_ultralytics_checkpoint("yolov8n.yaml", tmp_path / "MDV6-yolov8n.pt", ["animal", "person", "vehicle"], imgsz=320)
-    yolo = types.ModuleType("models.yolo")  # MegaDetector v5's form: a pickle of YOLOv5's own model class
-    exec("import torch\nclass Model(torch.nn.Module):\n    pass", yolo.__dict__)
-    yolo.Model.__module__ = "models.yolo"
-    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))
-    monkeypatch.setitem(sys.modules, "models.yolo", yolo)
-    torch.save({"model": yolo.Model()}, tmp_path / "md_v5a.0.0.pt")
-    monkeypatch.delitem(sys.modules, "models.yolo"); monkeypatch.delitem(sys.modules, "models")
+    _mdv5_form_file(tmp_path / "md_v5a.0.0.pt", monkeypatch)  # MegaDetector v5's form
 
     expect = {ckpt: ("trailnb", "TorchvisionDetector", "fasterrcnn_mobilenet_v3_large_320_fpn", ["deer", "fox"], 96),
               pth: ("state_dict", "TorchvisionDetector", "fasterrcnn_mobilenet_v3_large_320_fpn", ["class1", "class2"], 320),
