@@ -34,8 +34,6 @@ def _param(a):
     return pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a
 
 
-@pytest.mark.parametrize("arch", [_param(a) for a in TORCHVISION_ARCHS + BACKBONES])
-
 def _mdv5_form_file(path, monkeypatch):
     "A file in MegaDetector v5's form: a pickle of YOLOv5's own model class (a stand-in `models.yolo.Model`)."
     import sys, types
@@ -48,6 +46,8 @@ def _mdv5_form_file(path, monkeypatch):
     monkeypatch.delitem(sys.modules, "models.yolo"); monkeypatch.delitem(sys.modules, "models")
     return path
 
+
+@pytest.mark.parametrize("arch", [_param(a) for a in TORCHVISION_ARCHS + BACKBONES])
 def test_arch_trains_predicts_and_round_trips(arch, tmp_path):
     det = build_detector(arch, ["deer", "fox"], max_dim=96, device="cpu")
     r = smoke_step(det)
