@@ -36,8 +36,9 @@ MegaDetector file (before, with Ultralytics' 0.7: 1361/2497, 54.5%); on the phot
 amplifies the two tools' different JPEG decoding and resizing). `trailnb infer --engine onnx` on the same file: 29.8 s
 vs 31.6 s for torch (1.06x; the one-time export took 3.5 s more): ONNX Runtime pays little for a model this large.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
+import numpy as np
 
 CLASSES = ["animal", "person", "vehicle"]
 
@@ -134,31 +135,25 @@ def run_trailnb(model: Path, images: Path, out: Path, size: int) -> float:
     return time.perf_counter() - t0
 
 
-def _boxes(results_file: Path, min_score: float) -> dict:
-    "{file: [(class name, score, (x, y, w, h) normalised)]} of a MegaDetector-format results file."
-    d = json.loads(results_file.read_text())
-    cats = d["detection_categories"]
-    return {Path(im["file"]).as_posix(): [(cats[x["category"]], x["conf"], x["bbox"]) for x in im.get("detections") or []
-                                          if x["conf"] >= min_score] for im in d["images"]}
-
-
-def _iou(a, b) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw, ih = max(0, min(ax2, bx2) - max(a[0], b[0])), max(0, min(ay2, by2) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-12)
-
-
-def agreement(a_file: Path, b_file: Path, min_score: float, iou: float = 0.9, dscore: float = 0.01) -> dict:
-    "Boxes of each tool with a partner in the other (same class, IoU >= iou, score within dscore), over all boxes."
-    a, b = _boxes(a_file, min_score), _boxes(b_file, min_score)
+def agreement(a_file: Path, b_file: Path, images: Path, min_score: float, iou: float = 0.9, dscore: float = 0.01) -> dict:
+    """Boxes of each tool with a partner in the other (same class, IoU >= iou, score within dscore), over all boxes.
+    Both files are read through trailnb's results edge (`read_results`: pixel xyxy, class names from each file)."""
+    import torch
+    from torchvision.ops import box_iou
+    from trailnb.results import read_results
+    (ca, a, _), (cb, b, _) = (read_results(f, image_root=images) for f in (a_file, b_file))
     files = sorted(set(a) | set(b))
     n = agree = 0
     for f in files:
-        for x, y in ((a.get(f, []), b.get(f, [])), (b.get(f, []), a.get(f, []))):
-            for c, s, box in x:
-                n += 1
-                agree += any(c == c2 and abs(s - s2) <= dscore and _iou(box, box2) >= iou for c2, s2, box2 in y)
+        da, db = (d.above(min_score) if d is not None else None for d in (a.get(f), b.get(f)))
+        for (x, cx), (y, cy) in (((da, ca), (db, cb)), ((db, cb), (da, ca))):
+            if x is None or not len(x): continue
+            n += len(x)
+            if y is None or not len(y): continue
+            ious = box_iou(torch.as_tensor(x.boxes, dtype=torch.float64), torch.as_tensor(y.boxes, dtype=torch.float64)).numpy()
+            same = np.array([[cx[k] == cy[m] for m in y.labels] for k in x.labels])
+            close = np.abs(x.scores[:, None] - y.scores[None]) <= dscore
+            agree += int((same & close & (ious >= iou)).any(1).sum())
     return {"boxes": n, "agree": agree, "frac": agree / n if n else float("nan"), "images": len(files),
             "only_a": len(set(a) - set(b)), "only_b": len(set(b) - set(a))}
 
@@ -189,13 +184,13 @@ def main(argv=None):
     best = {k: n / min(v) for k, v in times.items()}
     print(f"best of {a.rounds}: MegaDetector {best['megadetector']:.2f} img/s, trailnb {best['trailnb']:.2f} img/s, "
           f"ratio {best['trailnb'] / best['megadetector']:.2f} (goal >= 1.5 on 2 CPU cores)")
-    ag = agreement(work / "tn" / "results_md.json", work / "md.json", a.min_score)
+    ag = agreement(work / "tn" / "results_md.json", work / "md.json", imgs, a.min_score)
     print(f"agreement on the photos as they are (each tool decodes and resizes its own way): {ag['agree']}/{ag['boxes']} "
           f"boxes = {ag['frac']:.1%}")
     small = resized_copies(imgs, work / "card_resized", a.size)
     run_md(model, small, work / "md_resized.json", a.size)
     run_trailnb(model, small, work / "tn_resized", a.size)
-    ag = agreement(work / "tn_resized" / "results_md.json", work / "md_resized.json", a.min_score)
+    ag = agreement(work / "tn_resized" / "results_md.json", work / "md_resized.json", small, a.min_score)
     print(f"agreement on identical decoded inputs (photos resized to {a.size} beforehand): {ag['agree']}/{ag['boxes']} "
           f"boxes = {ag['frac']:.1%} (goal >= 99%)")
 
