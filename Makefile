@@ -44,11 +44,18 @@ sync-check: $(STAMP)
 NBS = ../$(BIN)/python -c "from nbdev.doclinks import nbglob; print(*nbglob('.', as_path=True), sep='\\n')"
 # Each notebook in its own Python process, as Jupyter and papermill run it (no state leaks from one to the next);
 # two at a time. xargs exits non-zero when any notebook fails; nbdev_test names it.
+# Their temporary files go under .test-tmp/ (TMPDIR), emptied before each run and removed after a passing one: the
+# notebooks' examples and the suite train and save models, gigabytes in all, which must not pile up in /tmp.
+TEST_TMP := $(CURDIR)/.test-tmp
 nbtest: $(STAMP)
-	cd nbs && $(NBS) | xargs -P 2 -n 1 ../$(BIN)/nbdev_test --timing --path
+	rm -rf $(TEST_TMP)/nbs && mkdir -p $(TEST_TMP)/nbs
+	cd nbs && $(NBS) | TMPDIR=$(TEST_TMP)/nbs xargs -P 2 -n 1 ../$(BIN)/nbdev_test --timing --path
+	rm -rf $(TEST_TMP)/nbs
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest tests/ -q -rs
+	rm -rf $(TEST_TMP)/pytest && mkdir -p $(TEST_TMP)/pytest
+	TMPDIR=$(TEST_TMP)/pytest $(BIN)/python -m pytest tests/ -q -rs
+	rm -rf $(TEST_TMP)/pytest
 
 # Slow notebook cells (#| slow) and slow pytest marks, for a longer local check.
 test-slow: $(STAMP)

@@ -1,5 +1,5 @@
 """Shared pytest setup: offline-safe library settings, a `--runslow` switch, and the real sample data."""
-import os, tempfile
+import os, shutil, tempfile
 from pathlib import Path
 import pytest
 
@@ -12,6 +12,11 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 os.environ["FIFTYONE_DATABASE_DIR"] = str(_state / "fiftyone-db")  # a fresh database, never a real one
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config):
+    "The suite's own home and FiftyOne database go with it (hundreds of MB: a model cache, a database journal)."
+    shutil.rmtree(_state, ignore_errors=True)
 
 
 def pytest_addoption(parser):
