@@ -230,3 +230,38 @@ def test_cli_export_command(exported, tmp_path):
         cmd.run("export", [str(pt), "--calib", str(tmp_path), "--out", str(tmp_path / "y.onnx")])
     with pytest.raises(SystemExit):  # argparse refuses a format trailnb does not write
         cmd.run("export", [str(pt), "--format", "tflite"])
+
+
+def test_auto_engine_measures_once_and_runs_the_faster(syn, tmp_path_factory, tmp_path, monkeypatch):
+    """`engine="auto"` (the default): a small run is not measured and runs torch; a large one measures ONNX Runtime
+    against torch once per model file, CPU, thread count and size (cached in trailnb's home), says the ratio in the
+    summary, and then runs exactly as the engine it picked would."""
+    import trailnb.infer as ti
+    from trailnb.core import trailnb_home
+    pt = trained("fasterrcnn_mobilenet_v3_large_320_fpn", syn, tmp_path_factory)
+    calls, real = [], ti.engine_speed
+    monkeypatch.setattr(ti, "engine_speed", lambda *a, **k: calls.append(a) or real(*a, **k))
+    common = dict(model=str(pt), input=str(syn.parent / "images"), device="cpu", workers=0, batch_size=1, threads=1,
+                  formats=("md",), score_thresh=0.01)
+    def run(name, **kw):
+        s = ti.run_inference(out=str(tmp_path / name), **{**common, **kw})
+        return s, json.loads((tmp_path / name / "results_md.json").read_text())["images"]
+    small, _ = run("small")  # 8 photos, fewer than AUTO_ENGINE_MIN_IMAGES: nothing measured
+    assert calls == [] and small.split.engine == "torch"
+    monkeypatch.setattr(ti, "AUTO_ENGINE_MIN_IMAGES", 1)
+    first, _ = run("first")
+    assert len(calls) == 1 and "auto: ONNX Runtime" in first.split.engine and "x torch on this CPU" in first.split.engine
+    recs = list((trailnb_home() / "onnx_cache").glob(f"{ti.file_sha256(pt)[:16]}-*-speed.json"))
+    assert len(recs) == 1
+    keys = json.loads(recs[0].read_text())
+    assert len(keys) == 1 and "1 thread(s)" in next(iter(keys)) and {"torch_s", "onnx_s", "speedup"} <= set(next(iter(keys.values())))
+    run("again")
+    assert len(calls) == 1  # measured once: the second run read the record
+    key = next(iter(keys))
+    for speedup, engine, says in ((2.0, "onnx", "ONNX Runtime ("), (0.5, "torch", "torch (auto")):
+        recs[0].write_text(json.dumps({key: {**keys[key], "speedup": speedup}}))
+        s, got = run(f"auto-{engine}")
+        assert s.split.engine.startswith(says), s.split.engine
+        _, want = run(f"asked-{engine}", engine=engine)
+        assert got == want  # the same detections, to the bit, as asking for that engine
+    assert len(calls) == 1

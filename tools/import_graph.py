@@ -23,11 +23,11 @@ PKG = ROOT / "trailnb"
 # layer of each module: imports run from a higher number to a lower one (ARCHITECTURE.md's plan)
 LAYERS = {
     "core": 0,
-    "data": 1, "synthetic": 1, "torchdata": 1, "camtrap_dp": 1, "results": 1, "distributed": 1,
-    "models": 2, "megadetector": 2, "onnx_detector": 2, "yolo": 2,
-    "predict": 3,
+    "data": 1, "synthetic": 1, "torchdata": 1, "crops": 1, "privacy": 1, "camtrap_dp": 1, "results": 1, "distributed": 1,
+    "models": 2, "megadetector": 2, "onnx_detector": 2, "yolo": 2, "classifier": 2,
+    "predict": 3, "tiles": 3,
     "evaluate": 4, "sort": 4, "repeats": 4, "track": 4, "events": 4,
-    "train": 5, "yolo_train": 5, "infer": 5, "autolabel": 5, "review": 5, "labelstudio": 5, "export": 5, "publish": 5,
+    "train": 5, "yolo_train": 5, "train_classifier": 5, "infer": 5, "classify": 5, "autolabel": 5, "review": 5, "labelstudio": 5, "export": 5, "publish": 5,
     "cli": 6, "__main__": 6, "workflows": 6, "demo": 6,
 }
 SKIP = {"__init__", "_modidx"}

@@ -18,10 +18,10 @@ from .models import load_detector
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'BACKENDS', 'PLOTS', 'coco_gt_dict', 'coco_results', 'run_cocoeval', 'coco_metrics', 'per_class_ap',
-           'pr_curves', 'match_detections', 'prf', 'precision_recall_f1', 'confusion_matrix', 'image_level_metrics',
-           'fmt_metric', 'EvalReport', 'predict_dataset', 'remap_classes', 'evaluate', 'align_predictions',
-           'load_predictions', 'EvalConfig', 'scored_images', 'run_evaluation', 'PRPoint', 'Matches', 'gt_items',
-           'align', 'match_dataset', 'pr_table']
+           'pr_curves', 'match_detections', 'prf', 'precision_recall_f1', 'confusion_matrix', 'photo_species',
+           'image_level_metrics', 'fmt_metric', 'EvalReport', 'predict_dataset', 'remap_classes', 'evaluate',
+           'align_predictions', 'load_predictions', 'EvalConfig', 'scored_images', 'run_evaluation', 'PRPoint',
+           'Matches', 'gt_items', 'align', 'match_dataset', 'pr_table']
 
 # %% ../nbs/04_evaluate.ipynb #1b44ca8f
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -239,6 +239,19 @@ def _threshold_curve(s: np.ndarray, y: np.ndarray) -> tuple:
     last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1]
     return ss[last], np.cumsum(yy)[last], np.cumsum(~yy)[last]
 
+def photo_species(ds: DetectionDataset,  # ground truth
+                  predictions: list[Detections],  # one per image of `ds`, in order
+                  score_thresh: float = 0.5,  # detections at or above this score count
+                  ) -> dict:
+    "The species of each animal photo: its highest-scoring detection's class (at or above `score_thresh`), right when the photo holds that class."
+    n = right = missed = 0
+    for r, p in zip(ds.images, predictions):
+        if not len(r.labels): continue
+        n, k = n + 1, p.scores >= score_thresh
+        if not k.any(): missed += 1
+        else: right += int(p.labels[k][np.argmax(p.scores[k])]) in set(r.labels.tolist())
+    return {"species_photos": n, "species_right": right, "species_missed": missed, "species_accuracy": _ratio(right, n)}
+
 def image_level_metrics(ds: DetectionDataset,  # ground truth
                         predictions: list[Detections],  # one per image of `ds`, in order
                         score_thresh: float = 0.5,  # an image is predicted positive when a detection scores >= this
@@ -266,6 +279,7 @@ def image_level_metrics(ds: DetectionDataset,  # ground truth
         out.update(suggested_thresh=float(t[j]), recall_at_suggested=float(ctp[j] / P),
                    precision_at_suggested=float(ctp[j] / (ctp[j] + cfp[j])),
                    empty_filtered_at_target=float(1 - cfp[j] / N) if N else -1.0)
+    out.update(photo_species(ds, predictions, score_thresh))  # the species of each animal photo (a classifier's, or a multi-class detector's)
     return out
 
 # %% ../nbs/04_evaluate.ipynb #ce525003
@@ -324,6 +338,9 @@ def summary(self: EvalReport) -> str:
           f"{il['n_positive']} of {il['n_images']} images hold a box of {', '.join(il['positive_classes'])}; {il['n_empty']} are empty. "
           f"At score ≥ {il['score_thresh']:g}: precision {fmt_metric(il['precision'])}, recall {fmt_metric(il['recall'])}, "
           f"empty images filtered {fmt_metric(il['empty_filtered'])}."]
+    if "species_photos" in il and len(self.classes) > 1:
+        L.append(f"Species of each animal photo (its top detection's class at score ≥ {il['score_thresh']:g}): {il['species_right']} of "
+                 f"{il['species_photos']} right ({fmt_metric(il['species_accuracy'])}), {il['species_missed']} with no detection.")
     if il["suggested_thresh"] == 0:
         L.append(f"Keeping {il['target_recall']:.0%} of animal images needs every image kept: some animal images have no "
                  "detection at all.")
@@ -451,11 +468,13 @@ def predict_dataset(detector,  # a trailnb `Detector` (from `load_detector` or `
                     progress: bool = True,  # show a progress bar
                     workers: int = 0,  # decoding worker processes (0: in this process)
                     precision: str = "fp32",  # fp32 (a reference evaluation), or auto, fp16, bf16 as in inference
+                    tiles="none",  # predict large photos with tiles as `infer --tiles` does (`trailnb.tiles`): none, auto or a tile size
+                    tile_overlap: float = 0.2,  # with tiles: least overlap of neighbouring tiles, a fraction of the tile size
                     ) -> list:
     "Run `detector` over `ds`'s images: one `Detections` per image, None where an image failed (logged, skipped)."
     out = []
-    for r in iter_predictions(detector, dataset_items(ds), batch_size=batch_size, workers=workers,
-                              score_thresh=score_thresh, precision=precision, progress=progress):
+    for r in iter_predictions(detector, dataset_items(ds), batch_size=batch_size, workers=workers, score_thresh=score_thresh,
+                              precision=precision, progress=progress, tiles=tiles, tile_overlap=tile_overlap):
         if not r.ok: logger.warning("evaluate: skipping image %s: %s", r.file, r.failure)
         out.append(r.detections if r.ok else None)
     return out
@@ -562,7 +581,9 @@ def load_predictions(path,  # COCO results JSON (list or self-contained) or Mega
     sizes = {r.file_name: (r.width, r.height) for r in ds.images}
     sizes.update({str(r.meta["source_file_name"]): (r.width, r.height) for r in ds.images if r.meta.get("source_file_name")})
     gt = gt_file if gt_file is not None else coco_dict(ds)  # no file: the ids trailnb writes (save_coco)
-    classes, by_file, _ = read_results(path, image_root=ds.root, image_sizes=sizes, gt=gt)
+    classes, by_file, info = read_results(path, image_root=ds.root, image_sizes=sizes, gt=gt, species=True)
+    if info.get("species_classes") and not set(ds.classes) & set(classes):  # species the ground truth does not name: its detector classes
+        classes, by_file, _ = read_results(path, image_root=ds.root, image_sizes=sizes, gt=gt)
     return align_predictions(ds, classes, by_file, str(path))
 
 # %% ../nbs/04_evaluate.ipynb #72f6092f

@@ -9,11 +9,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import torch
+from PIL import Image
 from fastcore.basics import patch
 import trailnb
 from .core import ConfigError, DataError, ModelError, atomic_write, load_config, logger
-from .data import load_dataset
+from .data import decode_image, load_dataset
 from .models import Detector, load_detector
+from .classifier import Classifier, ONNXClassifier, classifier_onnx, is_classifier_file, load_classifier
+from .crops import CropDataset, dataset_crops
 from .onnx_detector import (META_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_PREPROCESSING, ONNXDetector,
                                    load_onnx_detector, read_onnx_metadata, require_onnx)
 from .predict import find_inputs
@@ -23,7 +27,8 @@ from .yolo import import_ultralytics, ultralytics_output
 # %% auto #0
 __all__ = ['QUANT_OPS', 'DECODING', 'file_sha256', 'onnx_metadata', 'set_onnx_metadata', 'save_onnx', 'export_torchvision',
            'export_yolo', 'final_layers', 'quantized_counts', 'format_counts', 'calibration_paths', 'CalibrationImages',
-           'quantize_onnx', 'int8_speed', 'ExportReport', 'export_onnx', 'ExportConfig', 'run_export']
+           'quantize_onnx', 'int8_speed', 'ExportReport', 'export_onnx', 'ExportConfig', 'run_export',
+           'ClassifierCalibration', 'export_classifier_onnx']
 
 # %% ../nbs/10_export.ipynb #31550159
 def file_sha256(path) -> str:
@@ -305,6 +310,8 @@ def export_onnx(model,  # a trailnb checkpoint file, or a `Detector`
                 ) -> ExportReport:
     "Export a trailnb detector to a self-describing ONNX file (optionally int8) that `load_detector` runs."
     require_onnx()
+    if isinstance(model, Classifier) or (not isinstance(model, Detector) and is_classifier_file(model)):
+        return export_classifier_onnx(model, out, int8, calib, calib_images, opset)  # a species classifier
     src = None
     if not isinstance(model, Detector):
         src = Path(model)
@@ -350,3 +357,76 @@ def run_export(cfg: ExportConfig | dict | str | None = None,  # an ExportConfig,
     out = Path(cfg.out) if cfg.out else src.with_suffix(".int8.onnx" if cfg.int8 else ".onnx")
     if cfg.calib and not cfg.int8: raise ConfigError("--calib is for int8 quantization: add --int8, or drop --calib.")
     return export_onnx(src, out, cfg.int8, cfg.calib or None, cfg.calib_images, cfg.opset)
+
+# %% ../nbs/10_export.ipynb #cc2b0afc
+class ClassifierCalibration:
+    "An onnxruntime `CalibrationDataReader` of crops: a dataset's labelled boxes, or a folder of crop images."
+    def __init__(self, calib, input_size: int, n: int = 64):
+        p, self.i = Path(calib), 0
+        if p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml"):
+            crops = dataset_crops(load_dataset(p))[0]
+            tds = CropDataset([crops[k] for k in np.unique(np.linspace(0, len(crops) - 1, min(n, len(crops))).round().astype(int))] if crops else [], input_size, cache=False)
+            self.items = [tds[k][0].numpy()[None] for k in range(len(tds))]
+        else:  # images that are crops already
+            clf = Classifier(torch.nn.Identity(), "calib", ["a", "b"], input_size, "cpu")
+            self.items = [clf.preprocess([decode_image(f)[0]]).numpy() for f in calibration_paths(p, n)]
+        if not self.items: raise DataError(f"No calibration crops in {calib}: give a labelled dataset or a folder of crops.")
+    def get_next(self) -> dict | None:
+        self.i += 1
+        return {"crops": self.items[self.i - 1]} if self.i <= len(self.items) else None
+    def rewind(self): self.i = 0
+
+def _classifier_speed(fp32, int8, input_size: int, n: int = 32) -> dict:
+    "Median seconds per batch of `n` random crops of the fp32 and int8 files on this CPU."
+    import time
+    x = [Image.fromarray(np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8))] * n
+    out = {}
+    for k, p in (("fp32", fp32), ("int8", int8)):
+        clf = load_classifier(p, device="cpu")
+        clf.predict(x[:1])
+        ts = []
+        for _ in range(3):
+            t = time.perf_counter()
+            clf.predict(x)
+            ts.append(time.perf_counter() - t)
+        out[f"{k}_s"] = float(np.median(ts)) / n
+    return {**out, "speedup": out["fp32_s"] / out["int8_s"], "images": n, "max_dim": input_size}
+
+def export_classifier_onnx(model, # a trailnb classifier checkpoint, or a `Classifier`
+                           out, # the .onnx file to write
+                           int8: bool = False, # quantize to int8
+                           calib=None, # int8 calibration crops: a labelled dataset or a folder of crops; None = dynamic
+                           calib_images: int = 64, # at most this many calibration crops
+                           opset: int = 17, # ONNX opset
+                          ) -> ExportReport:
+    "Export a species classifier to a self-describing ONNX file (optionally int8) that `load_classifier` runs."
+    import onnx
+    src = None if isinstance(model, Classifier) else Path(model)
+    clf = model if src is None else load_classifier(src, device="cpu")
+    if isinstance(clf, ONNXClassifier): raise ConfigError(f"{clf.path} is already ONNX; export the checkpoint it came from.")
+    out = Path(out)
+    if out.suffix.lower() != ".onnx": raise ConfigError(f"out={str(out)!r}: the output file must end in .onnx.")
+    proto, rec, speed = classifier_onnx(clf, opset, src), None, None
+    if not int8: save_onnx(proto, out)
+    else:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+        meta = json.loads({p.key: p.value for p in proto.metadata_props}[META_KEY])
+        with tempfile.TemporaryDirectory() as d, _quiet("root"):
+            fp32 = save_onnx(proto, Path(d) / "fp32.onnx")
+            pre = _pre_process(fp32, Path(d) / "pre.onnx")
+            keep = final_layers(onnx.load(str(pre)))
+            if calib is None:
+                quantize_dynamic(str(pre), str(Path(d) / "q.onnx"), op_types_to_quantize=["Gemm", "MatMul"], weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=keep + [k + "_MatMul" for k in keep])
+                rec = {"method": "dynamic"}
+            else:
+                reader = ClassifierCalibration(calib, clf.input_size, calib_images)
+                quantize_static(str(pre), str(Path(d) / "q.onnx"), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
+                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
+                rec = {"method": "static", "calibration_images": len(reader.items), "calibration_source": str(calib)}
+            q = onnx.load(str(Path(d) / "q.onnx"))
+            rec.update(counts={k: list(v) for k, v in quantized_counts(q).items()}, kept_float=keep)
+            save_onnx(set_onnx_metadata(q, {**meta, "precision": "int8", "quantization": rec}), out)
+            speed = _classifier_speed(fp32, out, clf.input_size)
+    return ExportReport(out, clf.arch, "int8" if int8 else "fp32", out.stat().st_size / 1e6, rec, speed)
+

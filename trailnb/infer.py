@@ -4,30 +4,37 @@
 
 # %% ../nbs/05_infer.ipynb #2653537e
 from __future__ import annotations
-import contextlib, dataclasses, os, time, typing
+import contextlib, dataclasses, functools, importlib.util, json, os, platform, time, typing
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import progress_bar, ConfigError, inference_autocast, load_config, load_settings, logger, trailnb_home
+import numpy as np
+from .core import (progress_bar, ConfigError, TrailnbError, atomic_write, inference_autocast, load_config,
+                          load_settings, logger, trailnb_home)
 from .results import ImageResult, RESULT_FILES, source_file, write_results
-from .sort import SortReport, class_thresholds, detection_counts, parse_class_thresh, sort_into_folders
+from .sort import SortReport, class_thresholds, detection_counts, parse_class_thresh, people_to_blur, sort_into_folders
+from .privacy import blur_classes, check_blur_mode
 from .repeats import find_repeat_detections, suppress_repeats, write_repeats
 from .track import clips_table, save_track_stills, sequence_labels, track_results, write_track_videos
 from .predict import (ComputeSplit, InferItem, ResultsLog, compute_split, expand_items, find_inputs, iter_predictions,
                              merge_shards)
+from .tiles import parse_tiles
 from .distributed import (all_gather_object, barrier, init_distributed, launched_by_torchrun,
                                  quiet_unless_main, relaunch, shard_batches, shard_checkpoint, shard_checkpoints)
 from .models import load_detector
 from .events import (DEFAULT_EVENT_GAP_MIN, clip_counts, independent_events, media_info, media_items,
                             write_events_csv)
 from .export import export_onnx, file_sha256
+from .classify import add_species
+from .results import species_view
 from . import __version__
 
 # %% auto #0
-__all__ = ['CHECKPOINT', 'RUN_OUTPUTS', 'InferConfig', 'InferSummary', 'onnx_engine_model', 'InferPlan', 'run_outputs',
-           'remove_run_outputs', 'plan_inference', 'stream_predictions', 'flag_repeats', 'track_outputs',
-           'write_outputs', 'event_outputs', 'sort_outputs', 'summarise', 'shard_plan', 'torch_threads',
-           'run_inference']
+__all__ = ['CHECKPOINT', 'AUTO_ENGINE_MIN_IMAGES', 'AUTO_ENGINE_MIN_SPEEDUP', 'RUN_OUTPUTS', 'InferConfig', 'InferSummary',
+           'model_digest', 'onnx_engine_model', 'cpu_name', 'engine_speed', 'choose_engine', 'InferPlan', 'run_outputs',
+           'remove_run_outputs', 'plan_inference', 'stream_predictions', 'flag_repeats', 'classify_outputs',
+           'track_outputs', 'write_outputs', 'event_outputs', 'sort_outputs', 'summarise', 'shard_plan',
+           'torch_threads', 'run_inference']
 
 # %% ../nbs/05_infer.ipynb #b1e60dcc
 @dataclass
@@ -43,13 +50,16 @@ class InferConfig:
     workers: int | None = None  # decoding worker processes (0 decodes in the main process); default 0 on up to 2 CPU cores, 1 per 8 cores above (GPU: up to 4)
     threads: int | None = None  # torch threads for the model; default every core this process may use (os.sched_getaffinity) that the workers leave
     max_dim: int | None = None  # decode size, longer side in pixels; default the checkpoint's input size
+    tiles: str = "none"  # small animals in big photos: also predict overlapping tiles of each large image and merge their boxes with the whole image's; auto: tiles of the input size for images at least twice its size; or a tile size in pixels (larger tiles are shrunk to the input size: fewer, faster); none: whole images only
+    tile_overlap: float = 0.2  # with tiles: least overlap of neighbouring tiles, a fraction of the tile size
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     nproc: int = 1  # processes to run, one per GPU: more than 1 starts them with torchrun, each on its share of the files
     precision: typing.Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 elsewhere; bf16: faster only on CPUs with AVX512-BF16 or AMX (benchmarks/infer.py measures it)
-    engine: typing.Literal["torch", "onnx"] = "torch"  # onnx: run a PyTorch model file through ONNX Runtime, exported once into trailnb's cache (needs trailnb[onnx]; on a 2-core CPU 1.6-1.8x torch for a YOLOv8n, 1.06x for a YOLOv9-c at 640); its scores agree with torch's to ~1e-6, not bit for bit
+    engine: typing.Literal["auto", "torch", "onnx"] = "auto"  # onnx: run a PyTorch model file through ONNX Runtime, exported once into trailnb's cache (needs trailnb[onnx]; scores agree with torch's to ~1e-6, not bit for bit); auto: on a CPU, for a run of 300 images or more, ONNX Runtime where it measured at least 1.1x torch for this model file, CPU, thread count and size (measured once, then cached), else torch
     formats: tuple[str, ...] = ("md", "coco", "csv")  # results files to write: md, coco, csv
     sort: typing.Literal["none", "copy", "hardlink", "symlink"] = "none"  # sort images into detected/<class>/ and empty/
     draw: bool = False  # also write copies of detected images with boxes drawn (drawn/)
+    blur: tuple[str, ...] = ()  # blur these classes' boxes (person: the model's person class) in every image written: sorted copies of photos with them become blurred copies (needs --sort copy), drawn copies, track stills and track videos; originals and results files are unchanged
     resume: bool = False  # continue the run in `out`: the images its checkpoint holds are not run again
     overwrite: bool = False  # start again in an `out` that holds an earlier run: first remove trailnb's outputs there (results_md.json, results_coco.json, results.csv, checkpoints, repeats.csv, clips.csv, events.csv, detected/, empty/, drawn/, track_stills/, track_videos/) and nothing else
     checkpoint_every: int = 500  # write a checkpoint every this many images
@@ -66,6 +76,8 @@ class InferConfig:
     burst_gap_s: float = 60  # with track: photos of one camera folder less than this many seconds apart are one burst
     track_videos: bool = False  # with track: also write each video with boxes, classes and track ids drawn (track_videos/)
     event_gap_min: float = DEFAULT_EVENT_GAP_MIN  # events.csv: a gap of more than this many minutes between a deployment's photos with animals starts a new independent event (the 30-minute convention of O'Brien et al. 2003)
+    classifier: str | None = None  # species classifier (a trailnb classifier .pt or its .onnx): each detection at or above its sorting threshold is cut from the full-resolution photo and classified; the species go into the results files (MegaDetector classifications, CSV species columns); with track, one species per track (the confidence-weighted vote of its crops)
+    by_species: bool = False  # with classifier and sort: sort into detected/<species>/ by each detection's top species instead of the detector's classes
 
 # %% ../nbs/05_infer.ipynb #31bb2ed4
 @dataclass
@@ -109,17 +121,90 @@ class InferSummary:
 CHECKPOINT = "checkpoint.jsonl"  # a run's checkpoint in its output folder
 
 # %% ../nbs/05_infer.ipynb #3b1c7857
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str: return file_sha256(path)
+
+def model_digest(path) -> str:
+    "`file_sha256` of a model file, computed once per process for a file of this path, size and time (a large model takes a second)."
+    st = Path(path).stat()
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
 def onnx_engine_model(model,  # a PyTorch model file (trailnb checkpoint, Ultralytics .pt, ...) or an .onnx
                       ) -> Path:
     "The ONNX form of `model` for `engine='onnx'`: exported once into trailnb's cache, then reused."
     src = Path(model)
     if src.suffix.lower() == ".onnx": return src
-    out = trailnb_home() / "onnx_cache" / f"{file_sha256(src)[:16]}-{__version__}.onnx"
+    out = trailnb_home() / "onnx_cache" / f"{model_digest(src)[:16]}-{__version__}.onnx"
     if out.is_file(): return out
     logger.info("engine onnx: exporting %s once, to %s (later runs reuse it)", src, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(src, out)
     return out
+
+# %% ../nbs/05_infer.ipynb #fd7ac944
+AUTO_ENGINE_MIN_IMAGES = 300  # `engine="auto"` measures ONNX Runtime against torch for runs of at least this many images (an export and a few timed photos cost about what 20-100 photos take)
+AUTO_ENGINE_MIN_SPEEDUP = 1.1  # and takes it where it ran at least this much faster
+
+# %% ../nbs/05_infer.ipynb #9d768f60
+def cpu_name() -> str:
+    "This machine's CPU model as the system names it: a speed measured on one CPU says nothing about another."
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
+
+# %% ../nbs/05_infer.ipynb #5e2a7726
+def engine_speed(model,  # a PyTorch model file
+                 onnx_file,  # its ONNX export
+                 images: list,  # photos to time on (paths or arrays), at least one
+                 threads: int,  # torch threads, as the run will use
+                 n: int = 3,  # at most this many photos, each timed twice after a warm-up
+                 ) -> dict:
+    "`{torch_s, onnx_s, speedup}`: median seconds per photo of a model file in torch and of its ONNX export, on this CPU."
+    import torch
+    dets = {"torch": load_detector(model, device="cpu").optimize_for_inference(), "onnx": load_detector(onnx_file, device="cpu")}
+    before, out = torch.get_num_threads(), {}
+    torch.set_num_threads(int(threads))
+    try:
+        for k, det in dets.items():
+            det.predict(images[0])  # warm-up: first calls plan kernels and allocate
+            ts = []
+            for img in list(images[:n]) * 2:
+                t = time.perf_counter()
+                det.predict(img)
+                ts.append(time.perf_counter() - t)
+            out[f"{k}_s"] = float(np.median(ts))
+    finally: torch.set_num_threads(before)
+    return {**out, "speedup": out["torch_s"] / out["onnx_s"]}
+
+# %% ../nbs/05_infer.ipynb #b9f61da5
+def _can_run_onnx(cfg, det) -> bool:
+    return (str(det.device).split(":")[0] == "cpu" and cfg.precision in ("auto", "fp32") and Path(cfg.model).suffix.lower() != ".onnx"
+            and importlib.util.find_spec("onnxruntime") is not None)
+
+def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch or onnx)
+                  det,  # the detector loaded from `cfg.model` (torch)
+                  items: list,  # the run's `InferItem`s still to do
+                  threads: int,  # torch threads the run will use
+                  ) -> tuple[str, str]:
+    "`(engine, why)`: the engine a run uses. `auto` takes ONNX Runtime on a CPU where it measured faster for this model file, CPU, thread count and size; measured once, cached beside the export in trailnb's home."
+    if cfg.engine != "auto": return cfg.engine, ""
+    if not _can_run_onnx(cfg, det): return "torch", ""
+    rec_file = trailnb_home() / "onnx_cache" / f"{model_digest(cfg.model)[:16]}-{__version__}-speed.json"
+    recs = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
+    key = f"{cpu_name()} | {threads} thread(s) | {cfg.max_dim or det.max_dim} px"
+    photos = [it.path for it in items if it.frame is None][:3]
+    if key not in recs:
+        if len(items) < AUTO_ENGINE_MIN_IMAGES or not photos: return "torch", ""
+        logger.info("engine auto: measuring ONNX Runtime against torch for %s on this CPU (once)", Path(cfg.model).name)
+        try: recs[key] = engine_speed(cfg.model, onnx_engine_model(cfg.model), photos, threads)
+        except TrailnbError as e:
+            logger.warning("engine auto: torch (ONNX Runtime could not run this model: %s)", e)
+            return "torch", ""
+        with atomic_write(rec_file) as f: json.dump(recs, f, indent=1)
+    x = recs[key]["speedup"]
+    return ("onnx" if x >= AUTO_ENGINE_MIN_SPEEDUP else "torch"), f"auto: ONNX Runtime {x:.2f}x torch on this CPU"
 
 # %% ../nbs/05_infer.ipynb #45427ce2
 @dataclass
@@ -153,7 +238,8 @@ class InferPlan:
     def predict_kwargs(self) -> dict:
         "The `iter_predictions` settings of this run."
         c, k = self.cfg, self.compute
-        return dict(max_dim=self.max_dim, batch_size=k.batch_size, workers=k.workers, score_thresh=c.score_thresh, precision=c.precision)
+        return dict(max_dim=self.max_dim, batch_size=k.batch_size, workers=k.workers, score_thresh=c.score_thresh, precision=c.precision,
+                    tiles=c.tiles, tile_overlap=c.tile_overlap)
 
     def open_log(self) -> ResultsLog:
         "The run's checkpoint, continued when resuming, else new."
@@ -199,14 +285,18 @@ def _check_config(cfg: InferConfig):
     if not cfg.model: raise ConfigError("No model given: pass the checkpoint file (model=... / trailnb infer MODEL INPUT).")
     if not cfg.input: raise ConfigError("No input given: pass an image, video, folder or text file of paths.")
     if not Path(cfg.model).is_file(): raise ConfigError(f"Model checkpoint not found: {cfg.model}.")
+    parse_tiles(cfg.tiles)  # none, auto or a tile size, else a ConfigError now
     bad = [f for f in cfg.formats if f not in RESULT_FILES]
     if bad: raise ConfigError(f"Unknown results format(s) {bad}: choose from {', '.join(RESULT_FILES)}.")
+    check_blur_mode(cfg.blur, cfg.sort)
+    if cfg.classifier and not Path(cfg.classifier).is_file(): raise ConfigError(f"Classifier not found: {cfg.classifier}.")
 
-def _signature(cfg, max_dim, classes) -> dict:
+def _signature(cfg, max_dim, classes, engine: str = "torch") -> dict:
     inp = sorted(map(str, cfg.input)) if isinstance(cfg.input, (list, tuple)) else str(Path(cfg.input).resolve())
     return {"model": str(Path(cfg.model).resolve()), "input": inp, "score_thresh": cfg.score_thresh, "max_dim": max_dim,
             "classes": list(classes), "precision": cfg.precision, "video_every_s": cfg.video_every_s,
-            "video_every_k": cfg.video_every_k, **({"engine": cfg.engine} if cfg.engine != "torch" else {})}
+            "video_every_k": cfg.video_every_k, **({"engine": engine} if engine != "torch" else {}),
+            **({"tiles": str(cfg.tiles), "tile_overlap": cfg.tile_overlap} if parse_tiles(cfg.tiles) else {})}
 
 # %% ../nbs/05_infer.ipynb #b0df42d2
 def plan_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfig, a dict, or a YAML file
@@ -226,10 +316,17 @@ def plan_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfi
     cfg = dataclasses.replace(cfg, score_thresh=usual["score"] if cfg.score_thresh is None else cfg.score_thresh,
                               sort_thresh=usual["sort"] if cfg.sort_thresh is None else cfg.sort_thresh)
     cthresh = parse_class_thresh(cfg.class_thresh, list(det.classes))
+    blur_classes(cfg.blur, list(det.classes))  # a class to blur the model does not have: an error before any image runs
     root, files = find_inputs(cfg.input, recursive=cfg.recursive, exclude=[out])
     _check_out(cfg, root)
     items, fails = expand_items(root, files, cfg.video_every_s, cfg.video_every_k)
-    sig = _signature(cfg, cfg.max_dim or det.max_dim, det.classes)
+    engine, why = choose_engine(cfg, det, items, split.threads)  # auto: measured (large runs), or as measured before
+    if cfg.engine == "auto" and engine == "onnx":
+        model = onnx_engine_model(cfg.model)
+        det = load_detector(model, device=cfg.device).optimize_for_inference()
+        split = dataclasses.replace(split, engine=f"ONNX Runtime ({model.name}; {why})")
+    elif why: split = dataclasses.replace(split, engine=f"torch ({why})")
+    sig = _signature(cfg, cfg.max_dim or det.max_dim, det.classes, engine)
     done, keep = ResultsLog.resume(out / CHECKPOINT, sig, cfg.resume)
     out.mkdir(parents=True, exist_ok=True)  # only now: settings, model and inputs are good
     return InferPlan(cfg, det, cthresh, root, items, {**done, **{r.file: r for r in fails}}, len(done), sig, keep, split=split)
@@ -269,6 +366,21 @@ def flag_repeats(plan: InferPlan,  # the run's plan
     return (suppress_repeats(results, repeats) if cfg.repeat_suppress else results), repeats, {"repeats": path}
 
 # %% ../nbs/05_infer.ipynb #f52c688a
+def classify_outputs(plan: InferPlan,  # the run's plan
+                     results: list[ImageResult],  # the results, after repeats and tracking
+                     clips: list = (),  # the `ClipSummary`s of tracked videos and bursts
+                     ) -> tuple[list[ImageResult], list | None]:
+    "With a classifier, the species of each detection at or above its sorting threshold (`trailnb.classify`): `(results, species)`."
+    cfg = plan.cfg
+    if not cfg.classifier: return results, None
+    ckpt = Path(cfg.out) / "checkpoint.classify.jsonl"  # a run stopped while classifying resumes there
+    t = class_thresholds(plan.classes, cfg.sort_thresh, plan.class_thresh)
+    results, species, run = add_species(results, plan.root, cfg.classifier, t, ckpt, cfg.resume, {"detections": plan.signature},
+                                        vote_by="track" if cfg.track else "none", clips=list(clips) if cfg.track else None, device=cfg.device)
+    logger.info("classify: %d crops classified, %d photos from the checkpoint, %d photos unreadable", run["classified"], run["resumed"], len(run["failures"]))
+    ckpt.unlink(missing_ok=True)
+    return results, species
+
 def track_outputs(plan: InferPlan,  # the run's plan
                   results: list[ImageResult],  # the results, after repeats
                   ) -> tuple[list[ImageResult], list, dict]:
@@ -277,10 +389,11 @@ def track_outputs(plan: InferPlan,  # the run's plan
     if not cfg.track: return results, [], {}
     t = class_thresholds(plan.classes, cfg.sort_thresh, plan.class_thresh)
     results, clips = track_results(results, plan.root, t, cfg.min_track_frames, cfg.burst_gap_s)
+    people = people_to_blur(results, plan.classes, t, cfg.blur)
     outputs = {"clips": out / "clips.csv"}
     clips_table(clips, plan.classes).to_csv(outputs["clips"])
-    if save_track_stills(clips, plan.root, out / "track_stills", plan.classes): outputs["track_stills"] = out / "track_stills"
-    if cfg.track_videos and write_track_videos(results, plan.root, out / "track_videos", plan.classes):
+    if save_track_stills(clips, plan.root, out / "track_stills", plan.classes, blur=people): outputs["track_stills"] = out / "track_stills"
+    if cfg.track_videos and write_track_videos(results, plan.root, out / "track_videos", plan.classes, blur=people):
         outputs["track_videos"] = out / "track_videos"
     return results, clips, outputs
 
@@ -289,6 +402,7 @@ def write_outputs(plan: InferPlan,  # the run's plan
                   results: list[ImageResult],  # the results to write (after repeats and tracking)
                   repeats: list,  # the repeated-detection clusters
                   media: dict | None = None,  # {photo or video: (capture time, its source, deployment)} (`events.media_info`)
+                  species: list | None = None,  # the classifier's species names, when one ran (`classify_outputs`)
                   ) -> dict:
     "Write the results files: `{format: path}`."
     import trailnb
@@ -296,7 +410,8 @@ def write_outputs(plan: InferPlan,  # the run's plan
     meta = {"image_size": plan.max_dim, "arch": getattr(plan.detector, "arch", ""), "trailnb_version": trailnb.__version__,
             "repeats_suppressed": bool(cfg.repeat_suppress and repeats), "tracked": bool(cfg.track)}
     return write_results(results, plan.classes, Path(cfg.out), cfg.formats, detector=Path(cfg.model).name,
-                         media=media, score_thresh=cfg.score_thresh, typical_thresh=cfg.sort_thresh, metadata=meta)
+                         media=media, score_thresh=cfg.score_thresh, typical_thresh=cfg.sort_thresh, metadata=meta,
+                         species=species, classifier=Path(cfg.classifier).name if cfg.classifier else None)
 
 # %% ../nbs/05_infer.ipynb #c9f26354
 def event_outputs(plan: InferPlan,  # the run's plan
@@ -316,12 +431,16 @@ def event_outputs(plan: InferPlan,  # the run's plan
 def sort_outputs(plan: InferPlan,  # the run's plan
                  results: list[ImageResult],  # the results as written
                  clips: list = (),  # the `ClipSummary`s of tracked videos and bursts
+                 species: list | None = None,  # the classifier's species names, when one ran: `by_species` sorts by them
                  ) -> tuple[SortReport | None, dict]:
     "Sort the images as the settings ask: `(report, {folder name: path})`; `(None, {})` when `sort` is none."
     cfg, out = plan.cfg, Path(plan.cfg.out)
     if cfg.sort == "none": return None, {}
+    if cfg.by_species and species is not None:  # classified detections passed their threshold already: all count
+        rep = sort_into_folders(species_view(results), out, plan.root, species, cfg.sort, 0.0, None, cfg.draw, blur=cfg.blur)
+        return rep, {k: out / k for k in ("detected", "empty", "drawn") if (out / k).exists()}
     rep = sort_into_folders(results, out, plan.root, plan.classes, cfg.sort, cfg.sort_thresh, plan.class_thresh, cfg.draw,
-                            decisions=sequence_labels(clips) if clips else None)
+                            decisions=sequence_labels(clips) if clips else None, blur=cfg.blur)
     return rep, {k: out / k for k in ("detected", "empty", "drawn") if (out / k).exists()}
 
 # %% ../nbs/05_infer.ipynb #d1ff96c1
@@ -391,8 +510,9 @@ def run_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfig
     results = sorted({**plan.done, **new}.values(), key=lambda r: r.file)
     results, repeats, rep_files = flag_repeats(plan, results)
     results, clips, track_files = track_outputs(plan, results)
+    results, species = classify_outputs(plan, results, clips)
     media = media_info([r.file for r in results if r.ok], plan.root)  # capture times (EXIF, else file time), deployments
-    outputs = {**rep_files, **track_files, **write_outputs(plan, results, repeats, media), **event_outputs(plan, results, clips, media)}
-    report, folders = sort_outputs(plan, results, clips)
+    outputs = {**rep_files, **track_files, **write_outputs(plan, results, repeats, media, species), **event_outputs(plan, results, clips, media)}
+    report, folders = sort_outputs(plan, results, clips, species)
     for p in [Path(cfg.out) / CHECKPOINT, *shard_checkpoints(cfg.out)]: p.unlink(missing_ok=True)
     return summarise(plan, results, {**outputs, **folders}, repeats, report, seconds, n_new, clips)

@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from fastcore.basics import patch
 from .core import (CommandParser, ConfigError, DataError, Detections, TrailnbError, add_config_args,
-                          class_color, config_from_args, config_to_dict, flag_help, load_config, logger, read_json,
+                          atomic_write, class_color, config_from_args, config_to_dict, flag_help, load_config, logger, read_json,
                           trailnb_home, write_json)
 from .export import file_sha256
 from .models import load_detector, get_architecture
@@ -23,7 +23,8 @@ from .data import image_size, DetectionDataset, load_coco, save_coco
 from .train import TrainConfig, load_run_data, train
 from .evaluate import evaluate
 from .results import load_image_results
-from .sort import DEFAULT_SORT_THRESH
+from .sort import DEFAULT_SORT_THRESH, class_thresholds, people_to_blur
+from .privacy import blurred_file_bytes
 
 # %% auto #0
 __all__ = ['MAX_BOXES', 'DEFAULT_LABEL_STUDIO_URL', 'SERVER_FILE', 'LOCAL_FILES', 'IMAGE_PATTERN', 'labeling_config',
@@ -32,8 +33,9 @@ __all__ = ['MAX_BOXES', 'DEFAULT_LABEL_STUDIO_URL', 'SERVER_FILE', 'LOCAL_FILES'
            'NotAnImage', 'TooLarge', 'LabelStudioError', 'local_files_path', 'resolve_in_roots', 'LabelStudioClient',
            'label_studio_dir', 'saved_server', 'label_studio_client', 'ImageCache', 'ModelHistory', 'BackendConfig',
            'LabelStudioBackend', 'accept_model', 'make_app', 'serve', 'RunningServer', 'start_server', 'pull',
-           'local_files_prefix', 'push', 'create_project', 'add_local_storage', 'connect_ml_backend', 'photo_project',
-           'label_studio_program', 'LocalLabelStudio', 'launch_label_studio', 'start_label_studio', 'label_studio_cli']
+           'local_files_prefix', 'blurred_copies', 'serve_folder', 'push', 'create_project', 'add_local_storage',
+           'connect_ml_backend', 'photo_project', 'label_studio_program', 'LocalLabelStudio', 'launch_label_studio',
+           'start_label_studio', 'label_studio_cli']
 
 # %% ../nbs/08_labelstudio.ipynb #0830639f
 def labeling_config(classes,  # class names, in the detector's order
@@ -862,6 +864,47 @@ def _task_ids(client, project: int, image_key: str) -> dict:
         if len(tasks) < 500: return out
         page += 1
 
+# %% ../nbs/08_labelstudio.ipynb #87035c6e
+def blurred_copies(results,  # the readable `ImageResult`s being pushed
+                   classes,  # the results' class names
+                   thresh: float,  # the score a box of a `blur` class needs to be blurred
+                   blur,  # class names to blur (`person`: the model's person class)
+                   image_root,  # the folder the results' names are relative to (the originals, only read)
+                   out,  # the folder the copies are written to, under one of `data_roots`
+                   data_roots,  # Label Studio's local-files roots
+                   ) -> tuple[dict, list]:
+    "`({file name: task URL of its blurred copy}, [names that could not be blurred])` for the photos with people; originals untouched."
+    if image_root is None: raise ConfigError("--blur needs --image-root: the folder the photos are read from to blur them.")
+    out, root = Path(out).resolve(), Path(image_root).resolve()
+    try: prefix = local_files_prefix(out, data_roots)
+    except ConfigError: raise ConfigError(f"--blur writes blurred copies to {out}, which Label Studio cannot serve: it is not under its "
+                                          f"local-files roots ({', '.join(map(str, data_roots)) or 'none given'}). Give --blur-dir a folder "
+                                          "under one of them, or --data-roots as given to `trailnb label-studio start`.") from None
+    if out == root: raise ConfigError(f"--blur-dir {out} is the photos' own folder: the blurred copies would replace the originals.")
+    urls, failed = {}, []
+    for f, boxes in people_to_blur(results, classes, class_thresholds(classes, thresh), blur).items():
+        try: data = blurred_file_bytes(root / f, boxes)
+        except TrailnbError as e:
+            logger.warning("%s: not pushed, it could not be blurred: %s", f, e)
+            failed.append(f)
+            continue
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / f, "wb") as fh: fh.write(data)
+        urls[f] = prefix + urllib.parse.quote(f)
+    logger.info("Label Studio: %d photo(s) with people pushed as blurred copies under %s", len(urls), out)
+    return urls, failed
+
+def serve_folder(client: LabelStudioClient,  # a client with an API key
+                 project: int,  # the project id
+                 folder,  # an absolute folder under Label Studio's LOCAL_FILES_DOCUMENT_ROOT
+                 ) -> dict | None:
+    "Let Label Studio serve the files under `folder` to the project (it serves local files only under a Local Storage's path): a storage that imports nothing, unless one covers it."
+    have = client.json("GET", "/api/storages/localfiles", params={"project": int(project)})
+    if any(Path(folder).resolve().is_relative_to(Path(s.get("path") or "/nonexistent")) for s in have or []): return None
+    return client.json("POST", "/api/storages/localfiles", json={"project": int(project), "path": str(Path(folder).resolve()), "title": "trailnb blurred copies",
+                                                                  "regex_filter": "(?!)", "use_blob_urls": True, "recursive_scan": True})
+
+
 # %% ../nbs/08_labelstudio.ipynb #fb5f7b2b
 def push(results,  # a results file: MegaDetector JSON or COCO results (trailnb infer, the auto-labeller)
          project: int,  # the Label Studio project id
@@ -873,25 +916,32 @@ def push(results,  # a results file: MegaDetector JSON or COCO results (trailnb 
          score_thresh: float | None = None,  # send boxes scoring at least this (default: the file's sorting threshold, typical_detection_threshold, else 0.2)
          max_boxes: int = MAX_BOXES,  # at most this many boxes per image, highest scores first
          model_version: str | None = None,  # the predictions' model_version (default: the results file's name)
+         blur=(),  # classes to blur (`person`: the model's person class): photos with them are pushed as blurred copies, originals untouched
+         blur_dir=None,  # the folder the blurred copies are written to, under a data root (default: `blurred/` beside the results file)
          client: LabelStudioClient | None = None,  # an existing client
          ) -> dict:
-    "Create tasks with pre-annotations from a results file; returns counts."
+    "Create tasks with pre-annotations from a results file (photos with people as blurred copies with `blur`); returns counts."
     client = client or label_studio_client(url, api_key)
+    roots = [*map(str, data_roots)] or [r for r in [saved_server().get("document_root")] if r]
     if url_prefix is None:
-        roots = [*map(str, data_roots)] or [r for r in [saved_server().get("document_root")] if r]
         url_prefix = local_files_prefix(image_root, roots) if image_root is not None else LOCAL_FILES
     proj = client.json("GET", f"/api/projects/{int(project)}")
     iface = parse_labeling_config(proj["label_config"])
     classes, res, info = load_image_results(results, image_root=image_root)
-    thresh = score_thresh if score_thresh is not None else float((info.get("detector_metadata") or {}).get(
-        "typical_detection_threshold", DEFAULT_SORT_THRESH))
+    usual = float((info.get("detector_metadata") or {}).get("typical_detection_threshold", DEFAULT_SORT_THRESH))
+    thresh = score_thresh if score_thresh is not None else usual
     version, ok = model_version or Path(results).stem, [r for r in res if r.ok]
     name = (lambda f: url_prefix + urllib.parse.quote(f)) if "?d=" in url_prefix else (lambda f: url_prefix + f)
-    tasks = [{"data": {iface.image_key: name(r.file)}, "predictions": [ls_prediction(
+    copies, failed = blurred_copies(ok, classes, min(thresh, usual), blur, image_root, blur_dir or Path(results).parent / "blurred", roots) if blur else ({}, [])
+    tasks = [{"data": {iface.image_key: copies.get(r.file) or name(r.file)}, "predictions": [ls_prediction(
         prelabel_detections(r.detections, classes, iface.labels, thresh, max_boxes), classes, r.width, r.height, iface, version)]}
-        for r in ok]
+        for r in ok if r.file not in failed]
     if not tasks: raise DataError(f"{results} has no image with detections to push (failed images are skipped).")
     have = _task_ids(client, project, iface.image_key)  # photos a project already has (e.g. from `project --photos`)
+    if copies: serve_folder(client, project, blur_dir or Path(results).parent / "blurred")  # tasks come from push, never a sync
+    if shown := [f for f in copies if name(f) in have]:
+        logger.warning("Project %s already shows %d photo(s) with people unblurred (tasks %s, e.g. from its Local Storage): delete "
+                       "them in Label Studio; their blurred copies are pushed as new tasks.", project, len(shown), [have[name(f)] for f in shown][:10])
     for t in tasks:
         if t["data"][iface.image_key] in have: client.json("POST", "/api/predictions", json={"task": have[t["data"][iface.image_key]], **t["predictions"][0]})
     new = [t for t in tasks if t["data"][iface.image_key] not in have]
@@ -901,6 +951,7 @@ def push(results,  # a results file: MegaDetector JSON or COCO results (trailnb 
                        project, proj["model_version"], version)
     return {"tasks": len(tasks), "new_tasks": len(new), "boxes": sum(len(t["predictions"][0]["result"]) for t in tasks),
             "score_thresh": thresh, "max_boxes": max_boxes, "skipped_failed": len(res) - len(ok),
+            **({"blurred": len(copies), "blur_failed": len(failed)} if blur else {}),
             "label_studio": {k: out.get(k) for k in ("task_count", "prediction_count")}}
 
 # %% ../nbs/08_labelstudio.ipynb #9b777ee2
@@ -1162,6 +1213,8 @@ def _parsers(p) -> dict:
     for n, t in (("image_root", None), ("url_prefix", None), ("score_thresh", float), ("max_boxes", int), ("model_version", None)):
         _fn_flag(u, push, n, type=t)
     _fn_flag(u, push, "data_roots", nargs="+", metavar="DIR")
+    _fn_flag(u, push, "blur", nargs="+", metavar="CLASS")
+    _fn_flag(u, push, "blur_dir", metavar="DIR")
     g = sub.add_parser("pull", help="export a project's annotations to COCO (annotations.json)", description=pull.__doc__, **kw)
     g.add_argument("--project", type=int, required=True, help="Label Studio project id")
     g.add_argument("--out", required=True, help="folder for annotations.json and fetched uploads")
@@ -1193,5 +1246,5 @@ def label_studio_cli(argv=None):
         return print(json.dumps({k: ml.get(k) for k in ("id", "state", "model_version", "url")}))
     if a.cmd == "push": return print(json.dumps(push(a.results, a.project, client=client, image_root=a.image_root, data_roots=a.data_roots,
                                                      url_prefix=a.url_prefix, score_thresh=a.score_thresh, max_boxes=a.max_boxes,
-                                                     model_version=a.model_version)))
+                                                     model_version=a.model_version, blur=a.blur, blur_dir=a.blur_dir)))
     print(pull(a.project, a.out, client=client, data_roots=a.data_roots))

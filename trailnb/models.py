@@ -28,10 +28,11 @@ from .data import decode_image
 __all__ = ['MEGADETECTOR_CLASSES', 'MEGADETECTOR_THRESHOLDS', 'MEGADETECTOR_NMS_IOU', 'DEFAULT_THRESHOLDS', 'FAMILY_MODULES',
            'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CHECKPOINT_FILES', 'STATE_DICT_FILES', 'Detector', 'ArchSpec',
            'register_architecture', 'import_families', 'resolve_ref', 'TorchvisionDetector', 'list_backbones',
-           'register_backbone', 'get_architecture', 'list_architectures', 'transfer_report', 'build_detector',
-           'read_checkpoint', 'torch_file_globals', 'FileProbe', 'FileFormat', 'register_file_format', 'file_formats',
-           'accepted_models', 'inspect_model_file', 'torchvision_arch_of', 'load_state_dict_detector', 'load_detector',
-           'arch_of_weights', 'ModelCard', 'model_info']
+           'register_backbone', 'get_architecture', 'list_architectures', 'download_guard', 'transfer_report',
+           'plain_data', 'library_versions', 'torch_load_file', 'build_detector', 'read_checkpoint',
+           'torch_file_globals', 'FileProbe', 'FileFormat', 'register_file_format', 'file_formats', 'accepted_models',
+           'inspect_model_file', 'torchvision_arch_of', 'load_state_dict_detector', 'load_detector', 'arch_of_weights',
+           'ModelCard', 'model_info']
 
 # %% ../nbs/02_models.ipynb #ef9374f3
 MEGADETECTOR_CLASSES = ["animal", "person", "vehicle"]  # MegaDetector's classes; its files call them "1", "2", "3"
@@ -144,7 +145,7 @@ class ArchSpec:
 
 # %% ../nbs/02_models.ipynb #5d505ef2
 _REGISTRY: dict[str, ArchSpec] = {}
-FAMILY_MODULES = ["trailnb.yolo", "trailnb.megadetector", "trailnb.onnx_detector"]
+FAMILY_MODULES = ["trailnb.yolo", "trailnb.megadetector", "trailnb.onnx_detector", "trailnb.classifier"]
 # modules that register a family (architectures, file formats) when imported, imported on first need; add your own
 
 def register_architecture(name: str,  # architecture name, e.g. "fasterrcnn_resnet18" or "yolo11n"
@@ -379,7 +380,7 @@ def list_architectures(backbones: bool = False,  # also list every `fasterrcnn_<
 _DOWNLOAD_ERRORS = (urllib.error.URLError, OSError, ConnectionError, TimeoutError)
 
 @contextlib.contextmanager
-def _download_guard(what: str, url: str | None = None):
+def download_guard(what: str, url: str | None = None):
     "Turn a failed weights download into one `ModelError` that says how to go on offline."
     try: yield
     except _DOWNLOAD_ERRORS as e:
@@ -412,7 +413,7 @@ def _coco_state_dict(spec: ArchSpec) -> dict:
         raise ModelError(f"{spec.name} has no COCO-pretrained weights in torchvision; use weights='imagenet' "
                          "(backbone only), a local file, or None.")
     w = torchvision.models.get_model_weights(spec.name).COCO_V1
-    with _download_guard(f"torchvision's COCO weights for {spec.name}", w.url):
+    with download_guard(f"torchvision's COCO weights for {spec.name}", w.url):
         return w.get_state_dict(progress=False, check_hash=True)
 
 # %% ../nbs/02_models.ipynb #97729a31
@@ -432,7 +433,7 @@ def create(cls: TorchvisionDetector, spec: ArchSpec, classes, weights=None, max_
         state = _read_weights_file(p)
         src = str(p)
     pretrained_backbone = str(weights).lower() == "imagenet"
-    with _download_guard(f"ImageNet backbone weights for {spec.name}"):
+    with download_guard(f"ImageNet backbone weights for {spec.name}"):
         model = spec.builder(len(classes) + 1, max_dim, pretrained_backbone=pretrained_backbone, **kw)
     info = None
     if str(weights).lower() == "coco": state, src = _coco_state_dict(spec), "coco"
@@ -448,7 +449,7 @@ def create(cls: TorchvisionDetector, spec: ArchSpec, classes, weights=None, max_
 CHECKPOINT_FORMAT = "trailnb-checkpoint"
 CHECKPOINT_VERSION = 1
 
-def _plain(obj):
+def plain_data(obj):
     "A JSON-safe copy of `obj` (dataclasses, numpy values, Paths), safe for `torch.load(weights_only=True)`."
     if obj is None: return None
     if hasattr(obj, "__dataclass_fields__"): return config_to_dict(obj)
@@ -458,7 +459,7 @@ def _plain(obj):
         return str(o)
     return json.loads(json.dumps(obj, default=default))
 
-def _versions() -> dict:
+def library_versions() -> dict:
     return {"trailnb": str(trailnb.__version__), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 @patch
@@ -466,9 +467,9 @@ def checkpoint(self: Detector, train_config=None, metrics=None, extra: dict | No
     "The self-describing checkpoint dict that `save` writes."
     return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "family": self.family,
             "arch": self.arch, "classes": list(self.classes), "max_dim": self.max_dim,
-            "build_kwargs": _plain(self.build_kwargs), "weights_source": self.weights_source,
-            "weights_init": _plain(self.load_info), "megadetector": bool(self.megadetector),
-            "train_config": _plain(train_config), "metrics": _plain(metrics), "versions": _versions(),
+            "build_kwargs": plain_data(self.build_kwargs), "weights_source": self.weights_source,
+            "weights_init": plain_data(self.load_info), "megadetector": bool(self.megadetector),
+            "train_config": plain_data(train_config), "metrics": plain_data(metrics), "versions": library_versions(),
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             **self._weights_payload(), **(extra or {})}
 
@@ -509,7 +510,7 @@ def from_checkpoint(cls: TorchvisionDetector, ckpt: dict, device="auto", path=No
     return det
 
 # %% ../nbs/02_models.ipynb #8f456628
-def _torch_load(path: Path):
+def torch_load_file(path: Path):
     "torch.load with tensors and plain values only; a corrupt or truncated file is a `ModelError`."
     try: return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
@@ -519,7 +520,7 @@ def _torch_load(path: Path):
 
 def _read_weights_file(path: Path) -> dict:
     "A state_dict from a torchvision `.pth` or the weights of a trailnb checkpoint."
-    obj = _torch_load(path)
+    obj = torch_load_file(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         if "state_dict" not in obj: raise ModelError(f"{path} is a {obj.get('family')} checkpoint; it cannot initialise a torchvision model.")
         return obj["state_dict"]
@@ -547,7 +548,7 @@ def read_checkpoint(path, obj=None) -> dict:
     if obj is None:
         if not path.is_file(): raise ModelError(f"Checkpoint not found: {path}. Check the path (runs keep best.pt and last.pt).")
         if path.stat().st_size == 0: raise ModelError(f"Checkpoint {path} is empty (0 bytes): copy it again or retrain.")
-        obj = _torch_load(path)
+        obj = torch_load_file(path)
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         hint = " It looks like a bare state_dict: use build_detector(arch, classes, weights=path)." if isinstance(obj, dict) else ""
         raise ModelError(f"{path} is not a trailnb checkpoint.{hint}")
@@ -621,7 +622,7 @@ class FileProbe:
     def contents(self):
         "The file as `torch.load(weights_only=True)` reads it when its pickle needs only tensors and plain values; else None."
         if self.globals is None or self.foreign: return None
-        return _torch_load(self.path)
+        return torch_load_file(self.path)
 
 # %% ../nbs/02_models.ipynb #0e557ca5
 @dataclass

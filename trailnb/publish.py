@@ -14,7 +14,7 @@ from .core import ConfigError, DataError, load_config, logger
 from .events import (DEFAULT_EVENT_GAP_MIN, capture_times, clip_counts, independent_events, media_items,
                             suspect_times)
 from .results import load_image_results, source_file
-from .sort import DEFAULT_SORT_THRESH, class_thresholds, kept_detections, parse_class_thresh
+from .sort import DEFAULT_SORT_THRESH, class_thresholds, kept_detections, parse_class_thresh, people_to_blur
 from .track import track_results
 
 # %% auto #0
@@ -119,10 +119,11 @@ def _local(t: dt.datetime, dep: dict) -> dt.datetime:
 def media_rows(items: list, # `MediaItem`s (times set)
                deployments: dict, # {deploymentID: deployment row}
                media_url: str = "", # URL prefix for `filePath` (default: the key, relative to the card)
+               private=(), # media with people (`human` observations): `filePublic` false whatever the URL
               ) -> list:
     "One Camtrap DP media row per item."
     return [{"mediaID": media_id(m.file), "deploymentID": m.deployment, "timestamp": _local(m.time, deployments[m.deployment]),
-             "filePath": media_url.rstrip("/") + "/" + m.file if media_url else m.file, "filePublic": bool(media_url),
+             "filePath": media_url.rstrip("/") + "/" + m.file if media_url else m.file, "filePublic": bool(media_url) and m.file not in private,
              "fileName": Path(m.file).name, "fileMediatype": mimetypes.guess_type(m.file)[0] or "application/octet-stream"}
             for m in items]
 
@@ -296,6 +297,8 @@ def _write_package(cfg, meta, classes, results, info, t, by_folder, clean, items
     events = independent_events(clean, cfg.event_gap_min, clips)
     taxa, unnamed = class_taxa(classes, read_species(cfg.species) if cfg.species else None)
     if unnamed: notes.append(f"no scientificName given for class(es) {unnamed}: the class names are used (give --species)")
+    humans = [c for c in classes if taxa[c]["observationType"] == "human"]
+    private = {source_file(f) for f in people_to_blur(results, classes, t, humans)}  # media with people: never filePublic
     by, when = classified_by(info), _timestamp(info)
     run = {"by": by, "when": when, "events": {f: e.eventID for e in events for f in e.media}}
     obs = observation_rows(results, {m.file: m for m in items}, classes, taxa, t, deps, run)
@@ -306,7 +309,7 @@ def _write_package(cfg, meta, classes, results, info, t, by_folder, clean, items
     failed = [r.file for r in results if not r.ok]
     if failed: notes.append(f"{len(failed)} file(s) could not be read and are not in the package: {failed[:5]}")
     out = write_camtrap_dp(cfg.out, package_descriptor(meta, dep_rows, used, levels), dep_rows,
-                           media_rows(items, deps, cfg.media_url), obs + ev_rows)
+                           media_rows(items, deps, cfg.media_url, private), obs + ev_rows)
     report = validate_camtrap_dp(out)
     counts = {"deployments": len(dep_rows), "media": len(items), "observations": len(obs),
               "blank": sum(o["observationType"] == "blank" for o in obs), "events": len(events)}

@@ -15,10 +15,10 @@ from .data import image_size
 from .camtrap_dp import is_camtrap_dp, locate_media, package_labels, read_camtrap_dp, to_pixels
 
 # %% auto #0
-__all__ = ['VIDEO_EXTS', 'MD_FORMAT_VERSION', 'CSV_COLUMNS', 'MEDIA_COLUMNS', 'RESULT_FILES', 'frame_file', 'split_frame_file',
-           'is_video', 'source_file', 'ImageResult', 'to_megadetector', 'to_coco', 'iter_csv_rows', 'csv_rows',
-           'write_csv', 'write_results', 'md_to_detections', 'local_names', 'camtrap_results', 'load_image_results',
-           'read_results']
+__all__ = ['VIDEO_EXTS', 'MD_FORMAT_VERSION', 'CSV_COLUMNS', 'MEDIA_COLUMNS', 'SPECIES_COLUMNS', 'RESULT_FILES', 'frame_file',
+           'split_frame_file', 'is_video', 'source_file', 'ImageResult', 'to_megadetector', 'to_coco', 'iter_csv_rows',
+           'csv_rows', 'write_csv', 'write_results', 'md_to_detections', 'local_names', 'camtrap_results',
+           'species_view', 'load_image_results', 'read_results']
 
 # %% ../nbs/05a_results.ipynb #5fe9ab50
 VIDEO_EXTS = (".mp4", ".avi", ".mov")
@@ -56,6 +56,8 @@ class ImageResult:
     frame_time: float | None = None  # seconds from the start of the video (video frames only)
     frame_rate: float | None = None  # the video's frames per second (video frames only)
     track_ids: np.ndarray | None = None  # track id of each detection (-1: none); None when not tracked
+    classifications: list | None = None  # per detection: [(species index, confidence), ...] best first ([]: not classified); None: no classifier ran
+    crop_classifications: list | None = None  # per detection: its crop's own classifications where a track/burst vote replaced them; None: no vote
 
     @property
     def ok(self) -> bool: return self.failure is None
@@ -66,14 +68,17 @@ class ImageResult:
              "frame_time": self.frame_time, "frame_rate": self.frame_rate}
         if self.detections is not None: d["detections"] = self.detections.to_dict()
         if self.track_ids is not None: d["track_ids"] = [int(i) for i in self.track_ids]
+        for k in ("classifications", "crop_classifications"):
+            if getattr(self, k) is not None: d[k] = [[[int(i), float(c)] for i, c in cl] for cl in getattr(self, k)]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageResult:
         dets = Detections.from_dict(d["detections"]) if d.get("detections") is not None else None
         ids = np.asarray(d["track_ids"], np.int64) if d.get("track_ids") is not None else None
+        cl = {k: [[(int(i), float(c)) for i, c in x] for x in d[k]] for k in ("classifications", "crop_classifications") if d.get(k) is not None}
         return cls(d["file"], d.get("width", 0), d.get("height", 0), dets, d.get("failure"),
-                   d.get("frame_time"), d.get("frame_rate"), ids)
+                   d.get("frame_time"), d.get("frame_rate"), ids, **cl)
 
 # %% ../nbs/05a_results.ipynb #c2267998
 MD_FORMAT_VERSION = "1.6"
@@ -90,6 +95,8 @@ def _md_dets(r: ImageResult, frame_number=None) -> list:
         d = {"category": str(int(l) + 1), "conf": round(float(s), 4), "bbox": _md_box(b, r.width, r.height)}
         if frame_number is not None: d["frame_number"] = frame_number
         if r.track_ids is not None: d["track_id"] = int(r.track_ids[j])
+        for k in ("classifications", "crop_classifications"):  # MegaDetector's own: [[id, conf], ...], best first
+            if getattr(r, k) is not None and getattr(r, k)[j]: d[k] = [[str(int(i)), round(float(c), 4)] for i, c in getattr(r, k)[j]]
         out.append(d)
     return out
 
@@ -140,15 +147,18 @@ def _md_raw_entries(results: list[ImageResult]):
 
 # %% ../nbs/05a_results.ipynb #db7a539e
 def _md_parts(results, classes, detector="trailnb", score_thresh=None, typical_thresh=None, metadata=None,
-              completion_time=None, media=None) -> dict:
+              completion_time=None, media=None, species=None, classifier=None) -> dict:
     meta = dict(metadata or {})
     if typical_thresh is not None: meta["typical_detection_threshold"] = float(typical_thresh)
     if score_thresh is not None: meta["conservative_detection_threshold"] = float(score_thresh)
     info = {"format_version": MD_FORMAT_VERSION, "detector": detector,
             "detection_completion_time": completion_time or datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
             "detector_metadata": meta}
-    return {"info": info, "detection_categories": {str(i + 1): c for i, c in enumerate(classes)},
-            "images": _md_entries(results, media)}
+    out = {"info": info, "detection_categories": {str(i + 1): c for i, c in enumerate(classes)}}
+    if species is not None:  # a classifier ran: MegaDetector's classification_categories, ids "0", "1", ...
+        info.update(classifier=classifier or "trailnb classifier", classification_completion_time=info["detection_completion_time"])
+        out["classification_categories"] = {str(i): c for i, c in enumerate(species)}
+    return {**out, "images": _md_entries(results, media)}
 
 def to_megadetector(results: list[ImageResult],  # per-image records (any order)
                     classes: list[str],  # class names; class i is MD category "i+1"
@@ -158,9 +168,11 @@ def to_megadetector(results: list[ImageResult],  # per-image records (any order)
                     metadata: dict | None = None,  # extra `detector_metadata` (e.g. image_size, arch)
                     completion_time: str | None = None,  # `detection_completion_time`; default now
                     media: dict | None = None,  # {file: (capture time, its source, deployment)}: EXIF times as `datetime`
+                    species: list[str] | None = None,  # names of the species the detections' `classifications` index (a classifier ran)
+                    classifier: str | None = None,  # the classifier's file name or description for `info.classifier`
                     ) -> dict:
     "A MegaDetector batch-output dict (format 1.6), images sorted by file, videos as one entry each."
-    d = _md_parts(results, classes, detector, score_thresh, typical_thresh, metadata, completion_time, media)
+    d = _md_parts(results, classes, detector, score_thresh, typical_thresh, metadata, completion_time, media, species, classifier)
     return {**d, "images": list(d["images"])}
 
 # %% ../nbs/05a_results.ipynb #6e454d44
@@ -198,6 +210,7 @@ def to_coco(results: list[ImageResult],  # per-image records (any order)
 # %% ../nbs/05a_results.ipynb #0f86b7fa
 CSV_COLUMNS = ["file", "width", "height", "class", "score", "x0", "y0", "x1", "y1", "track_id", "frame_time", "failure"]
 MEDIA_COLUMNS = ["capture_time", "time_source", "deployment"]  # added when the writer is given `media`
+SPECIES_COLUMNS = ["species", "species_score"]  # added when the writer is given `species`: each detection's top classification
 
 def _media_cells(r: ImageResult, media: dict | None) -> dict:
     if media is None: return {}
@@ -207,6 +220,7 @@ def _media_cells(r: ImageResult, media: dict | None) -> dict:
 def iter_csv_rows(results: list[ImageResult],  # per-image records (any order)
                   classes: list[str],  # class names
                   media: dict | None = None,  # {file: (capture time, its source, deployment)}; None: no such columns
+                  species: list[str] | None = None,  # species names of the detections' classifications; None: no such columns
                   ):
     "Yield the CSV rows (dicts keyed by `CSV_COLUMNS`, and `MEDIA_COLUMNS` with `media`) one at a time, sorted by file."
     for r in sorted(results, key=lambda r: r.file):
@@ -219,18 +233,23 @@ def iter_csv_rows(results: list[ImageResult],  # per-image records (any order)
             for j, (b, s, l) in enumerate(zip(r.detections.boxes, r.detections.scores, r.detections.labels)):
                 yield {**base, "class": classes[int(l)], "score": f"{float(s):.4f}",
                        **{k: f"{float(v):.1f}" for k, v in zip(("x0", "y0", "x1", "y1"), b)},
-                       "track_id": "" if r.track_ids is None else int(r.track_ids[j])}
+                       "track_id": "" if r.track_ids is None else int(r.track_ids[j]), **_species_cells(r, j, species)}
 
-def csv_rows(results: list[ImageResult], classes: list[str], media: dict | None = None) -> list[dict]:
+def _species_cells(r: ImageResult, j: int, species: list[str] | None) -> dict:
+    if species is None: return {}
+    top = r.classifications[j][0] if r.classifications is not None and r.classifications[j] else None
+    return {"species": species[top[0]], "species_score": f"{top[1]:.4f}"} if top else {}
+
+def csv_rows(results: list[ImageResult], classes: list[str], media: dict | None = None, species: list[str] | None = None) -> list[dict]:
     "All CSV rows as a list (see `iter_csv_rows`)."
-    return list(iter_csv_rows(results, classes, media))
+    return list(iter_csv_rows(results, classes, media, species))
 
-def write_csv(path, results: list[ImageResult], classes: list[str], media: dict | None = None) -> Path:
+def write_csv(path, results: list[ImageResult], classes: list[str], media: dict | None = None, species: list[str] | None = None) -> Path:
     "Write the results CSV atomically, row by row; returns the path."
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, CSV_COLUMNS + (MEDIA_COLUMNS if media is not None else []))
+        w = csv.DictWriter(f, CSV_COLUMNS + (MEDIA_COLUMNS if media is not None else []) + (SPECIES_COLUMNS if species is not None else []), restval="")
         w.writeheader()
-        w.writerows(iter_csv_rows(results, classes, media))
+        w.writerows(iter_csv_rows(results, classes, media, species))
     return Path(path)
 
 # %% ../nbs/05a_results.ipynb #4f9f2cc5
@@ -241,7 +260,8 @@ def write_results(results: list[ImageResult],  # per-image records
                   out_dir,  # folder for the files
                   formats=("md", "coco", "csv"),  # any of md, coco, csv
                   media: dict | None = None,  # {file: (capture time, its source, deployment)}: CSV columns, MD `datetime`
-                  **md_kwargs,  # passed to `to_megadetector` (detector, score_thresh, typical_thresh, metadata)
+                  species: list[str] | None = None,  # species names of the detections' classifications: MD `classification_categories`, CSV species columns
+                  **md_kwargs,  # passed to `to_megadetector` (detector, score_thresh, typical_thresh, metadata, classifier)
                   ) -> dict[str, Path]:
     "Write results as MegaDetector JSON, COCO JSON and/or CSV into `out_dir`; returns {format: path}."
     bad = [f for f in formats if f not in RESULT_FILES]
@@ -249,9 +269,9 @@ def write_results(results: list[ImageResult],  # per-image records
     out, paths = Path(out_dir), {}
     for f in formats:
         p = out / RESULT_FILES[f]
-        if f == "md": write_json_stream(p, _md_parts(results, classes, media=media, **md_kwargs))
+        if f == "md": write_json_stream(p, _md_parts(results, classes, media=media, species=species, **md_kwargs))
         elif f == "coco": write_json_stream(p, _coco_parts(results, classes))
-        else: write_csv(p, results, classes, media)
+        else: write_csv(p, results, classes, media, species)
         paths[f] = p
     return paths
 
@@ -290,12 +310,28 @@ def md_to_detections(dets: list,  # MegaDetector detections: normalised [x, y, w
     return Detections(b, [x["conf"] for x in keep], [index[str(x["category"])] for x in keep])
 
 # %% ../nbs/05a_results.ipynb #312c7f12
+def _species_ids(d: dict) -> list[str]:
+    "The ids of a MegaDetector file's `classification_categories`, in numeric order where they are numbers."
+    ids = list(d.get("classification_categories") or {})
+    try: return sorted(ids, key=int)
+    except (TypeError, ValueError): return sorted(ids)
+
+def _md_classifications(dets: list, index: dict, cindex: dict) -> dict:
+    "`ImageResult` fields for the classifications of the kept detections (those of known categories); {} when none has any."
+    kept = [x for x in dets if str(x.get("category")) in index]
+    if not cindex or not any(x.get("classifications") for x in kept): return {}
+    cl = lambda x, k: [(cindex[str(i)], float(c)) for i, c in (x.get(k) or []) if str(i) in cindex]
+    out = {"classifications": [cl(x, "classifications") for x in kept]}
+    if any("crop_classifications" in x for x in kept): out["crop_classifications"] = [cl(x, "crop_classifications") for x in kept]
+    return out
+
 def _from_md(d, src, image_sizes, image_root, lost=frozenset()):
     cats = d["detection_categories"]
     try: ids = sorted(cats, key=int)
     except (TypeError, ValueError) as e:
         raise DataError(f"{src}: detection_categories keys must be integers as strings, got {list(cats)}.") from e
     classes, index = [cats[k] for k in ids], {k: i for i, k in enumerate(ids)}
+    cindex = {k: i for i, k in enumerate(_species_ids(d))}
     out, unknown = [], set()
     for n, e in enumerate(d["images"]):
         if not isinstance(e, dict) or "file" not in e: raise DataError(f"{src}: images[{n}] has no 'file'.")
@@ -317,10 +353,11 @@ def _from_md(d, src, image_sizes, image_root, lost=frozenset()):
             for fn in frames:
                 ds = [x for x in e["detections"] if x["frame_number"] == fn]
                 out.append(ImageResult(frame_file(f, fn), w, h, _dets(ds), frame_time=fn / rate if rate and rate > 0 else None,
-                                       frame_rate=rate, track_ids=_ids(ds)))
+                                       frame_rate=rate, track_ids=_ids(ds), **_md_classifications(ds, index, cindex)))
             for fn, why in (e.get("frames_failed") or {}).items():
                 out.append(ImageResult(frame_file(f, int(fn)), failure=why, frame_rate=rate))
-        else: out.append(ImageResult(f, w, h, _dets(e["detections"]), track_ids=_ids(e["detections"])))
+        else: out.append(ImageResult(f, w, h, _dets(e["detections"]), track_ids=_ids(e["detections"]),
+                                     **_md_classifications(e["detections"], index, cindex)))
     if unknown: logger.warning("%s: detections with categories %s not in detection_categories were ignored",
                                src, sorted(unknown))
     return classes, out
@@ -416,10 +453,27 @@ def _localise(d: dict, src, image_root) -> dict:
     (logger.warning if missing else logger.info)(note)
     return {"mapped": mapped, "missing": missing, "note": note}
 
+def species_view(results: list[ImageResult],  # records whose detections carry `classifications`
+                 ) -> list[ImageResult]:
+    "The records with each detection labelled by its top species; detections without a classification are left out."
+    out = []
+    for r in results:
+        if not r.ok: out.append(r)
+        else:
+            cl = r.classifications or [[] for _ in range(len(r.detections))]
+            keep = np.array([bool(c) for c in cl], bool).reshape(-1)
+            d = r.detections[keep]
+            d.labels = np.array([c[0][0] for c in cl if c], np.int64)
+            ids = None if r.track_ids is None else r.track_ids[keep]
+            out.append(ImageResult(r.file, r.width, r.height, d, None, r.frame_time, r.frame_rate, ids,
+                                   [c for c in cl if c], None))
+    return out
+
 def load_image_results(path,  # MegaDetector JSON, COCO results JSON (self-contained), bare COCO results list, or a Camtrap DP package
                        image_root=None,  # folder of the images, to read sizes MD files do not store
                        image_sizes: dict | None = None,  # {file: (width, height)} for MD files without sizes
                        gt=None,  # COCO file (path or dict) naming the images, for a bare COCO results list
+                       species: bool = False,  # a classified MD file: classes are its species, each detection's its top one (`species_view`)
                        ) -> tuple[list[str], list[ImageResult], dict]:
     "Read a results file as `(classes, [ImageResult], info)`; names from another machine are found under `image_root`."
     src = Path(path)
@@ -439,6 +493,7 @@ def load_image_results(path,  # MegaDetector JSON, COCO results JSON (self-conta
         lost = {f for f in paths.get("missing", ()) if not (image_sizes or {}).get(f)}
         classes, res = _from_md(d, src, image_sizes, image_root, lost)
         info = dict(d.get("info") or {})
+        if d.get("classification_categories"): info["species_classes"] = [d["classification_categories"][k] for k in _species_ids(d)]
     elif isinstance(d, dict) and {"images", "annotations", "categories"} <= set(d):
         classes, res = _from_coco(d, d["annotations"], src)
         info = dict(d.get("info") or {})
@@ -448,13 +503,15 @@ def load_image_results(path,  # MegaDetector JSON, COCO results JSON (self-conta
     info["failures"] = {r.file: r.failure for r in res if not r.ok}
     info["image_sizes"] = {r.file: (r.width, r.height) for r in res if r.ok}
     if paths: info["paths"] = paths
+    if species and info.get("species_classes"): classes, res = info["species_classes"], species_view(res)
     return classes, sorted(res, key=lambda r: r.file), info
 
 def read_results(path,  # MegaDetector JSON, COCO results JSON (self-contained), or bare COCO results list
                  image_root=None,  # folder of the images, to read sizes MD files do not store
                  image_sizes: dict | None = None,  # {file: (width, height)} for MD files without sizes
                  gt=None,  # COCO file (path or dict) naming the images, for a bare COCO results list
+                 species: bool = False,  # a classified MD file: classes are its species (see `load_image_results`)
                  ) -> tuple[list[str], dict[str, Detections], dict]:
     "Read a results file as `(classes, {file_name: Detections}, info)`: pixel xyxy, 0-based classes."
-    classes, res, info = load_image_results(path, image_root, image_sizes, gt)
+    classes, res, info = load_image_results(path, image_root, image_sizes, gt, species)
     return classes, {r.file: r.detections for r in res if r.ok}, info

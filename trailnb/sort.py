@@ -9,15 +9,16 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .core import ConfigError, Detections, atomic_write, draw_boxes, load_config, logger
+from .core import ConfigError, Detections, TrailnbError, atomic_write, draw_boxes, load_config, logger
 from .results import is_video, load_image_results, source_file
 from .track import clips_table, draw_tracks, sequence_labels, track_results
 from .data import load_image, ImageRecord, capture_time
+from .privacy import blur_boxes, blur_classes, blurred_file_bytes, check_blur_mode
 
 # %% auto #0
-__all__ = ['DEFAULT_SORT_THRESH', 'SortReport', 'place_file', 'class_thresholds', 'parse_class_thresh', 'kept_mask',
-           'kept_detections', 'detection_counts', 'draw_copy', 'class_folder', 'sort_into_folders', 'SortConfig',
-           'run_sort']
+__all__ = ['DEFAULT_SORT_THRESH', 'SortReport', 'place_file', 'place_blurred', 'class_thresholds', 'parse_class_thresh',
+           'kept_mask', 'kept_detections', 'people_to_blur', 'detection_counts', 'draw_copy', 'class_folder',
+           'sort_into_folders', 'SortConfig', 'run_sort']
 
 # %% ../nbs/05b_sort.ipynb #26b100bf
 @dataclass
@@ -29,6 +30,7 @@ class SortReport:
     conflicts: list = field(default_factory=list)  # (destination, reason): different file there, left alone
     errors: list = field(default_factory=list)  # (file, reason): sources that could not be placed
     drawn: int = 0  # drawn copies written
+    blurred: int = 0  # of the placed files, copies written with people's boxes blurred (not byte copies)
     clips: list = field(default_factory=list)  # `ClipSummary` of each video and burst, when decided by tracking
     notes: list = field(default_factory=list)  # what else a person should know (paths mapped, why tracking did nothing)
 
@@ -36,7 +38,8 @@ class SortReport:
         s = ", ".join(f"{k}: {v}" for k, v in sorted(self.placed.items())) or "nothing new"
         t = f"; {len(self.clips)} videos/bursts decided by tracks ({sum(c.detected for c in self.clips)} detected)" if self.clips else ""
         return "\n".join([f"sorted into {self.out_dir}, one folder per photo: {s}; {self.skipped} already there; "
-                          f"{len(self.conflicts)} conflicts; {len(self.errors)} errors; {self.drawn} drawn{t}", *self.notes])
+                          f"{len(self.conflicts)} conflicts; {len(self.errors)} errors; {self.drawn} drawn{t}"
+                          + (f"; {self.blurred} placed as blurred copies (people's boxes blurred; originals unchanged)" if self.blurred else ""), *self.notes])
 
 # %% ../nbs/05b_sort.ipynb #e72bb2d5
 def _same(src: Path, dst: Path) -> bool:
@@ -68,6 +71,28 @@ def place_file(src: Path,  # the original file (never moved or changed)
         with atomic_write(dst, "wb") as f, open(src, "rb") as g: shutil.copyfileobj(g, f)
         shutil.copystat(src, dst)
     rep.placed[folder] += 1
+
+# %% ../nbs/05b_sort.ipynb #7740ca22
+def place_blurred(src: Path,  # the original file (only read)
+                  dst: Path,  # where its blurred copy goes
+                  boxes: np.ndarray,  # (N, 4) boxes to blur, original-image pixels
+                  rep: SortReport,  # updated with what happened
+                  folder: str,  # the report's name for the destination folder
+                  ):
+    "Write a copy of `src` with `boxes` blurred (`trailnb.privacy.blurred_file_bytes`) unless something is already there."
+    try: data = blurred_file_bytes(src, boxes)
+    except TrailnbError as e:
+        rep.errors.append((str(src), str(e)))
+        return
+    if dst.exists() or dst.is_symlink():
+        if dst.is_file() and dst.read_bytes() == data: rep.skipped += 1
+        else: rep.conflicts.append((str(dst), f"a different file is already there (source {src}, blurred); left unchanged"))
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dst, "wb") as f: f.write(data)
+    shutil.copystat(src, dst)
+    rep.placed[folder] += 1
+    rep.blurred += 1
 
 # %% ../nbs/05b_sort.ipynb #7880f478
 def class_thresholds(classes: list[str],  # the detector's class names
@@ -110,6 +135,21 @@ def kept_detections(d: Detections,  # one image's detections
     "The detections at or above their class's threshold."
     return d[kept_mask(d, t)]
 
+# %% ../nbs/05b_sort.ipynb #6d241395
+def people_to_blur(results,  # `ImageResult`s (photos or frames)
+                   classes: list[str],  # class names
+                   t: np.ndarray,  # the score each class index needs (`class_thresholds`)
+                   blur=(),  # class names to blur (`trailnb.privacy.blur_classes`: `person` is the model's person class)
+                   ) -> dict:
+    "`{results key: (N, 4) boxes}`: the kept detections of the `blur` classes, for every image or frame that has any."
+    hide, out = blur_classes(blur, classes), {}
+    for r in results:
+        if not (hide and r.ok): continue
+        d = r.detections
+        b = d.boxes[kept_mask(d, t) & np.isin(d.labels, hide)]
+        if len(b): out[r.file] = b
+    return out
+
 # %% ../nbs/05b_sort.ipynb #c6df4e7d
 def detection_counts(results,  # `ImageResult` records
                      classes: list[str],  # class names
@@ -132,9 +172,11 @@ def draw_copy(src: Path,  # the original image
               max_dim: int,  # longer side of the copy
               rep: SortReport,  # updated with what happened
               ids: np.ndarray | None = None,  # track ids of `dets`, drawn with them (None: not tracked)
+              blur: np.ndarray | None = None,  # (N, 4) boxes to blur before drawing, original-image pixels (`people_to_blur`)
               ):
     "Write a copy of `src` with `dets` drawn on it, unless a copy is already there."
     img, s = load_image(src, max_dim=max_dim)
+    if blur is not None and len(blur): img = blur_boxes(img, np.asarray(blur) * s)
     buf = io.BytesIO()
     drawn = (draw_boxes(img, dets.boxes * s, dets.labels, dets.scores, classes) if ids is None
              else draw_tracks(img, dets, ids, classes, s))
@@ -165,6 +207,7 @@ def sort_into_folders(results,  # list of `ImageResult`, or a results file (MD o
                       draw: bool = False,  # also write a copy of each detected image with boxes drawn
                       draw_max_dim: int = 1600,  # longer side of the drawn copies
                       decisions: dict | None = None,  # {source key: [class indices]} decided per video/burst (tracking)
+                      blur: tuple = (),  # class names whose kept boxes are blurred in every copy written (`person`: the model's person class); needs mode copy
                       ) -> SortReport:
     "Copy or link each image into its one folder under `out_dir` (`detected/<class>/`, `detected/<a>_<b>/`, `empty/`), keeping relative paths."
     if mode not in ("copy", "hardlink", "symlink"):
@@ -172,6 +215,8 @@ def sort_into_folders(results,  # list of `ImageResult`, or a results file (MD o
     if not isinstance(results, (list, tuple)):
         classes, results, _ = load_image_results(results, image_root=source_root)
     if classes is None: raise ConfigError("sort_into_folders needs the class names (classes=...).")
+    check_blur_mode(blur, mode)
+    blur_classes(blur, classes)  # an unknown class is an error before anything is written
     t, root, out = class_thresholds(classes, thresh, class_thresh), Path(source_root), Path(out_dir)
     if out.resolve() == root.resolve(): raise ConfigError(f"Sorting into the source folder {root} itself is not allowed.")
     rep, by_src = SortReport(out), defaultdict(list)
@@ -190,10 +235,16 @@ def sort_into_folders(results,  # list of `ImageResult`, or a results file (MD o
         if decisions is not None and src_key in decisions: labels = list(decisions[src_key])
         folder = class_folder(labels, classes)
         try:
-            place_file(src, out / folder / src_key, mode, rep, folder)
+            people = list(people_to_blur(ok, classes, t, blur).values())
+            if people and is_video(src_key):
+                rep.errors.append((src_key, "a video with people is not copied with --blur; --track --track-videos writes it with them blurred (track_videos/)"))
+                continue
+            if people: place_blurred(src, out / folder / src_key, np.concatenate(people), rep, folder)
+            else: place_file(src, out / folder / src_key, mode, rep, folder)
             if draw and labels and len(rs) == 1 and not is_video(src_key) and keep[0].any():
                 ids = None if ok[0].track_ids is None else ok[0].track_ids[keep[0]]
-                draw_copy(src, out / "drawn" / src_key, ok[0].detections[keep[0]], classes, draw_max_dim, rep, ids)
+                draw_copy(src, out / "drawn" / src_key, ok[0].detections[keep[0]], classes, draw_max_dim, rep, ids,
+                          np.concatenate(people) if people else None)
         except OSError as e: rep.errors.append((src_key, f"{type(e).__name__}: {e}"))
     for dst, why in rep.conflicts: logger.warning("not overwritten: %s: %s", dst, why)
     return rep
@@ -211,9 +262,11 @@ class SortConfig:
     class_thresh: tuple[str, ...] = ()  # per-class thresholds as NAME=SCORE, e.g. animal=0.3 person=0.5
     sort: typing.Literal["copy", "hardlink", "symlink"] = "copy"  # copy the images, or hard/symbolic links to them
     draw: bool = False  # also write copies of detected images with boxes drawn (drawn/)
+    blur: tuple[str, ...] = ()  # blur these classes' boxes (person: the model's person class) in the copies written: sorted copies of photos with them become blurred copies, and drawn copies; needs --sort copy
     track: bool = False  # decide per video and per burst of photos from tracks (trailnb.track), listed in clips.csv
     min_track_frames: int = 2  # with track: sampled frames (or photos) a track needs to count; shorter ones are blips
     burst_gap_s: float = 60  # with track: photos of one folder less than this many seconds apart are one burst
+    by_species: bool = False  # a classified results file (`trailnb classify`, `infer --classifier`): sort into detected/<species>/ by each detection's top species; unclassified detections do not count
 
 # %% ../nbs/05b_sort.ipynb #98897abc
 SortConfig.renamed = {"thresh": "sort_thresh", "mode": "sort"}  # old names, answered with the new ones
@@ -235,7 +288,9 @@ def run_sort(cfg: SortConfig | dict | str | None = None,  # a SortConfig, a dict
     if not cfg.results or not cfg.images:
         raise ConfigError("Give the results file and the images' folder: trailnb sort RESULTS.json --images ROOT --out DIR.")
     if not Path(cfg.images).is_dir(): raise ConfigError(f"Images folder not found: {cfg.images}.")
-    classes, results, info = load_image_results(cfg.results, image_root=cfg.images)
+    classes, results, info = load_image_results(cfg.results, image_root=cfg.images, species=cfg.by_species)
+    if cfg.by_species and not info.get("species_classes"):
+        raise ConfigError(f"by_species=True, but {cfg.results} has no species (no classification_categories): add them with trailnb classify first.")
     meta = info.get("detector_metadata") or {}
     thresh = cfg.sort_thresh if cfg.sort_thresh is not None else float(meta.get("typical_detection_threshold", DEFAULT_SORT_THRESH))
     logger.info("sorting %d images of %s at threshold %.3f", len(results), cfg.results, thresh)
@@ -244,7 +299,7 @@ def run_sort(cfg: SortConfig | dict | str | None = None,  # a SortConfig, a dict
         t = class_thresholds(classes, thresh, cthresh)
         results, clips = track_results(results, cfg.images, t, cfg.min_track_frames, cfg.burst_gap_s)
         decisions = sequence_labels(clips)
-    rep = sort_into_folders(results, cfg.out, cfg.images, classes, cfg.sort, thresh, cthresh, cfg.draw, decisions=decisions)
+    rep = sort_into_folders(results, cfg.out, cfg.images, classes, cfg.sort, thresh, cthresh, cfg.draw, decisions=decisions, blur=cfg.blur)
     if "paths" in info: rep.notes.append(info["paths"]["note"])
     if cfg.track and (note := _track_note(results, clips, cfg.images, cfg.burst_gap_s)): rep.notes.append(note)
     if clips:

@@ -14,6 +14,7 @@ from .results import split_frame_file
 from .predict import InferDataset, InferItem
 from .yolo import import_ultralytics
 from .data import decode_image, DetectionDataset, ImageRecord, capture_time, sequences
+from .privacy import blur_boxes, frame_boxes
 
 # %% auto #0
 __all__ = ['Walker', 'synthetic_clip', 'confuse_classes', 'write_synthetic_video', 'Tracker', 'track_frames', 'Track',
@@ -439,6 +440,7 @@ def write_track_video(video,  # the video file
                       ids: list,  # their track ids
                       classes: list,  # class names
                       max_dim: int | None = 960,  # longer side of the written video (None: the video's size)
+                      blur: list | None = None,  # per sampled frame, (N, 4) boxes to blur (original pixels); frames between and after samples as `privacy.frame_boxes` says
                       ) -> Path:
     "Write `out`: every frame of `video` with the latest sampled frame's boxes, classes and ids drawn."
     import cv2
@@ -452,6 +454,7 @@ def write_track_video(video,  # the video file
             if not ok: break
             while k + 1 < len(frame_numbers) and frame_numbers[k + 1] <= n: k += 1
             img, scale, _ = decode_image(bgr[..., ::-1].copy(), max_dim)
+            if blur is not None: img = blur_boxes(img, frame_boxes(blur, frame_numbers, k, n) * scale)
             if k >= 0: img = draw_tracks(img, frames[k], ids[k], classes, scale)
             if writer is None:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -479,12 +482,16 @@ def save_track_stills(summaries: list,  # `ClipSummary`s (from `track_results`)
                       out_dir,  # folder to write `<folder>/<clip stem>_track<id>_<class>.jpg` in
                       classes: list,  # class names
                       crop: bool = True,  # crops around the box (else whole frames with the box drawn)
+                      blur: dict | None = None,  # {results key: (N, 4) boxes to blur first} (`trailnb.sort.people_to_blur`)
                       ) -> list[Path]:
     "Write the still of every counted track; returns the files written."
     out = []
     for s in summaries:
         for t in s.tracks:
-            img = track_still(_best_frame(Path(root), s.files[t.frames[t.best]]), t, classes, crop)
+            key = s.files[t.frames[t.best]]
+            frame = _best_frame(Path(root), key)
+            if blur and key in blur: frame = blur_boxes(decode_image(frame)[0], blur[key])
+            img = track_still(frame, t, classes, crop)
             p = Path(out_dir) / f"{Path(s.name).with_suffix('')}_track{t.id:03d}_{classes[t.label]}.jpg"
             with atomic_write(p, "wb") as f: img.save(f, "JPEG", quality=90)
             out.append(p)
@@ -496,6 +503,7 @@ def write_track_videos(results: list,  # `ImageResult`s of a run, with their `tr
                        out_dir,  # folder to write the annotated videos in (same relative paths, `.mp4`)
                        classes: list,  # class names
                        max_dim: int | None = 960,  # longer side of the written videos
+                       blur: dict | None = None,  # {results key: (N, 4) boxes to blur} (`trailnb.sort.people_to_blur`)
                        ) -> list[Path]:
     "Write each video with its tracks drawn (`write_track_video`); returns the files written."
     out = []
@@ -504,5 +512,5 @@ def write_track_videos(results: list,  # `ImageResult`s of a run, with their `tr
         dst = (Path(out_dir) / video).with_suffix(".mp4")
         out.append(write_track_video(Path(root) / video, dst, nums, [r.detections for r in rs],
                                      [np.full(len(r.detections), -1) if r.track_ids is None else r.track_ids for r in rs],
-                                     classes, max_dim))
+                                     classes, max_dim, [blur.get(r.file) for r in rs] if blur else None))
     return out

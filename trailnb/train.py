@@ -22,6 +22,7 @@ from .data import (DetectionDataset, load_dataset, split_by_folder, split_by_seq
                           validate_dataset)
 from .torchdata import collate_detections, class_balanced_weights, TorchDetectionDataset
 from .evaluate import coco_metrics, predict_dataset
+from .tiles import parse_tiles, tile_rule
 
 # %% auto #0
 __all__ = ['EVENTS', 'RESUME_FIXED', 'LAUNCHER_REPORTS', 'TrainConfig', 'lr_factor', 'default_lr', 'make_optimizer',
@@ -45,6 +46,8 @@ class TrainConfig:
     arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn"  # architecture name (see trailnb.models.list_architectures)
     weights: str | None = None  # None (from scratch), imagenet, coco, a local .pth / trailnb checkpoint, or an Ultralytics / MegaDetector .pt (arch must be the file's: `trailnb info FILE` shows it)
     max_dim: int = 640  # longer image side the model sees (px)
+    tiles: str = "none"  # train at tile scale: large photos are served as crops of the tile size that keep every labelled animal whole, and validation predicts with the same tiles as `infer --tiles` (auto: tiles of max_dim for photos at least twice its size; or a tile size in pixels; none: whole photos). Torchvision architectures; YOLO refuses it
+    tile_overlap: float = 0.2  # with tiles: validation's least overlap of neighbouring tiles, a fraction of the tile size
     epochs: int = 30  # passes over the training set
     batch_size: int = 4  # images per step
     lr: float | None = None  # peak learning rate; None = 0.01 for SGD, 0.0005 for AdamW (for batch_size 4, scaled linearly)
@@ -285,11 +288,14 @@ def validate(det: Detector,  # the detector
              workers: int = 0,  # data-loading workers
              progress: bool = False,  # show a progress bar
              info: DistInfo | None = None,  # several processes: each predicts its share, all get every prediction
+             tiles="none",  # predict large photos with tiles as inference does (`trailnb.tiles`): none, auto or a tile size
+             tile_overlap: float = 0.2,  # with tiles: least overlap of neighbouring tiles
              ) -> dict:
     "COCO metrics (`AP`, `AP50`, ...) of `det` on `ds`, from the one prediction loop and `coco_metrics`."
     shared = info is not None and info.distributed
     part = ds.subset(shard_batches(len(ds), batch_size, info.rank, info.world_size)) if shared else ds
-    preds = predict_dataset(det, part, batch_size, score_thresh=0.001, progress=progress, workers=workers)
+    preds = predict_dataset(det, part, batch_size, score_thresh=0.001, progress=progress, workers=workers, tiles=tiles,
+                            tile_overlap=tile_overlap)
     if shared: preds = gather_batches(preds, batch_size)  # in dataset order, each image once
     keep = [i for i, p in enumerate(preds) if p is not None]
     if len(keep) < len(preds): ds, preds = ds.subset(keep), [preds[i] for i in keep]
@@ -570,7 +576,7 @@ def setup_run(cfg: TrainConfig,  # the run's config (from `resolve_config`)
     info = info or DistInfo(device=get_device(cfg.device))
     run_dir, data, det = open_run(cfg, ckpt, info=info)
     tds = TorchDetectionDataset(data.train, cfg.max_dim, train=True, hflip=cfg.hflip, color_jitter=cfg.color_jitter,
-                                scale_jitter=tuple(cfg.scale_jitter) if cfg.scale_jitter else None)
+                                scale_jitter=tuple(cfg.scale_jitter) if cfg.scale_jitter else None, tiles=tile_rule(cfg.max_dim, cfg.tiles))
     gen = torch.Generator()
     loader = distributed_loader(make_loader(tds, cfg, train=True, generator=gen), info, gen, cfg.seed)
     opt_cfg = global_batch_config(cfg, info.world_size)
@@ -632,7 +638,7 @@ def validate_epoch(run: Run, row: dict) -> bool:
     cfg, s, val = run.cfg, run.state, run.data.val
     if val is None: return True  # no validation: the latest weights are the best we know
     if not len(val) or not (row["epoch"] % cfg.val_every == 0 or row["epoch"] == cfg.epochs): return False
-    m = validate(run.eval_det, val, cfg.batch_size, cfg.workers, info=run.info)
+    m = validate(run.eval_det, val, cfg.batch_size, cfg.workers, info=run.info, tiles=cfg.tiles, tile_overlap=cfg.tile_overlap)
     row.update({f"val_{k}": float(v) for k, v in m.items() if isinstance(v, (int, float, np.floating))})
     improved = float(m[cfg.metric]) > s.best
     if improved: s.best, s.best_epoch = float(m[cfg.metric]), row["epoch"]
@@ -766,6 +772,10 @@ def _check_own_trainer(cfg: TrainConfig, spec, callbacks: list):
         raise ConfigError(f"{cfg.arch} trains on several GPUs through the {spec.family} family's own trainer: give the GPUs "
                           "as device='0,1' and leave nproc at 1.")
     refuse_under_torchrun(f"{cfg.arch} (the {spec.family} family's trainer)")
+    if parse_tiles(cfg.tiles):
+        raise ConfigError(f"tiles={cfg.tiles!r}: training at tile scale is for torchvision architectures; {cfg.arch} trains on the "
+                          f"{spec.family} family's own data loader. Leave tiles out to train {cfg.arch} on whole photos "
+                          "(inference tiles any detector: infer --tiles), or train a torchvision architecture at tile scale.")
 
 def fit_torchvision(cfg: TrainConfig,  # the run's config (resolved by `train`: with `ckpt` when resuming)
                     callbacks: list | None = None,  # extra callback objects (see TrainState)
