@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from .core import ConfigError, ModelError, atomic_write, get_device
 from .models import (FileProbe, ModelCard, download_guard, plain_data, torch_load_file, library_versions, model_info,
                             register_file_format, transfer_report)
+from .onnx_detector import onnx_providers, onnx_session
 
 # %% auto #0
 __all__ = ['CLASSIFIER_ARCHS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLASSIFIER_FORMAT', 'CLASSIFIER_VERSION',
@@ -231,15 +232,11 @@ class ONNXClassifier(Classifier):
     "An exported classifier run by ONNX Runtime, behind the `Classifier` interface."
     family = "onnx"
     def __init__(self, path, device="auto"):
-        import onnxruntime as ort  # why: the optional extra trailnb[onnx]
         self.path = Path(path)
         self.meta, model = read_classifier_onnx(path)
         self.arch, self.classes, self.input_size = self.meta["arch"], list(self.meta["classes"]), int(self.meta["input_size"])
-        cuda = get_device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
-        self.device = torch.device("cuda" if cuda else "cpu")
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), so, providers=(["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"])
+        providers, self.device = onnx_providers(device)
+        self.session = onnx_session(model.SerializeToString(), providers, path)
         self.weights_source, self.load_info, self.checkpoint_info, self.model = str(self.path), None, {}, None
         self.margin = float(self.meta.get("margin", 0.1))
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_classify.ipynb #f00151fd
 from __future__ import annotations
-import dataclasses, hashlib, time, typing
+import dataclasses, time, typing
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from .sort import DEFAULT_SORT_THRESH, class_thresholds, kept_mask
 from .track import track_results
 from .crops import crop_box
 from .classifier import load_classifier
+from .export import file_sha256
 
 # %% auto #0
 __all__ = ['classify_mask', 'iter_crops', 'top_classes', 'classify_image_results', 'vote', 'group_votes', 'ClassifyConfig',
@@ -185,12 +186,6 @@ class ClassifySummary:
         return "\n".join(lines + [f"  {k}: {v}" for k, v in self.outputs.items()])
 
 # %% ../nbs/09a_classify.ipynb #7817c879
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
-    return h.hexdigest()
-
 def species_counts(results: list[ImageResult], species: list[str]) -> dict:
     "`{species: detections whose top class it is}`."
     n = Counter(cl[0][0] for r in results if r.ok and r.classifications for cl in r.classifications if cl)
@@ -220,7 +215,7 @@ def add_species(results: list[ImageResult],  # the records (photos and frames), 
     clf = load_classifier(classifier, device) if isinstance(classifier, (str, Path)) else classifier
     margin = _crop_margin(clf, margin)
     sig = {**(sig or {}), "classes": list(clf.classes), "input_size": clf.input_size, "margin": margin, "top_k": int(top_k),
-           "thresh": [float(x) for x in t], "only": only, **({"classifier": _sha256(classifier)} if isinstance(classifier, (str, Path)) else {})}
+           "thresh": [float(x) for x in t], "only": only, **({"classifier": file_sha256(classifier)} if isinstance(classifier, (str, Path)) else {})}
     done, keep = ResultsLog.resume(checkpoint, sig, resume) if checkpoint else ({}, None)
     log = ResultsLog(checkpoint, sig, every, keep) if checkpoint else None
     masks = [classify_mask(r, t, only) for r in results]
@@ -276,7 +271,7 @@ def classify_results(cfg: ClassifyConfig | dict | str | None = None,  # a Classi
     only = [classes.index(c) for c in cfg.only] if cfg.only else None
     t = class_thresholds(classes, thresh)
     logger.info("classifying the detections at or above %.3f of %d images of %s", thresh, len(results), cfg.results)
-    res, species, run = add_species(results, cfg.images, cfg.classifier, t, ckpt, cfg.resume, {"results": _sha256(cfg.results)},
+    res, species, run = add_species(results, cfg.images, cfg.classifier, t, ckpt, cfg.resume, {"results": file_sha256(cfg.results)},
                                     only, cfg.vote, None, cfg.burst_gap_s, cfg.top_k, cfg.batch_size, cfg.workers, cfg.margin,
                                     cfg.device, cfg.checkpoint_every)
     meta.setdefault("typical_detection_threshold", thresh)

@@ -191,7 +191,9 @@ def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch 
     "`(engine, why)`: the engine a run uses. `auto` takes ONNX Runtime on a CPU where it measured faster for this model file, CPU, thread count and size; measured once, cached beside the export in trailnb's home."
     if cfg.engine != "auto": return cfg.engine, ""
     if not _can_run_onnx(cfg, det): return "torch", ""
-    rec_file = trailnb_home() / "onnx_cache" / f"{model_digest(cfg.model)[:16]}-{__version__}-speed.json"
+    cache = trailnb_home() / "onnx_cache"
+    if len(items) < AUTO_ENGINE_MIN_IMAGES and not any(cache.glob("*-speed.json")): return "torch", ""  # nothing to look up: no hashing
+    rec_file = cache / f"{model_digest(cfg.model)[:16]}-{__version__}-speed.json"
     recs = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
     key = f"{cpu_name()} | {threads} thread(s) | {cfg.max_dim or det.max_dim} px"
     photos = [it.path for it in items if it.frame is None][:3]

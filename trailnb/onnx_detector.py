@@ -15,7 +15,7 @@ from .yolo import import_ultralytics, to_bgr
 
 # %% auto #0
 __all__ = ['ONNX_FORMAT', 'ONNX_FORMAT_VERSION', 'META_KEY', 'ONNX_PREPROCESSING', 'FORMAT', 'require_onnx', 'read_onnx_metadata',
-           'ONNXDetector', 'load_onnx_detector']
+           'onnx_providers', 'onnx_session', 'ONNXDetector', 'load_onnx_detector']
 
 # %% ../nbs/02b_onnx_detector.ipynb #a89acfe2
 def require_onnx() -> tuple:
@@ -75,7 +75,7 @@ def read_onnx_metadata(path) -> tuple[dict, "onnx.ModelProto"]:
     return meta, model
 
 # %% ../nbs/02b_onnx_detector.ipynb #a7c9298f
-def _providers(device) -> tuple[list, object]:
+def onnx_providers(device) -> tuple[list, object]:
     "ONNX Runtime providers for `device` and the torch device that inputs should be on."
     import onnxruntime as ort  # why: the optional extra trailnb[onnx]
     have = ort.get_available_providers()
@@ -91,7 +91,7 @@ def _providers(device) -> tuple[list, object]:
     raise ConfigError(f"device={device!r}: this onnxruntime has no provider for it (it has {', '.join(have)}); "
                       "install onnxruntime-gpu for CUDA, or use device='cpu'.")
 
-def _session(model_bytes: bytes, providers, path):
+def onnx_session(model_bytes: bytes, providers, path):
     import onnxruntime as ort  # why: the optional extra trailnb[onnx]
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -108,13 +108,13 @@ class ONNXDetector(Detector):
     nms_iou, max_det = 0.7, 300  # YOLO: Ultralytics' predict defaults, applied outside the graph
 
     def __init__(self, path, meta: dict, model, device="auto"):
-        providers, dev = _providers(device)
+        providers, dev = onnx_providers(device)
         super().__init__(meta["arch"], meta["classes"], meta["max_dim"], dev)
         self.path, self.meta, self.source_family = Path(path), meta, meta["family"]
         self.megadetector = bool(meta.get("megadetector", False))  # keeps MegaDetector's usual thresholds
         if self.megadetector: self.nms_iou = MEGADETECTOR_NMS_IOU  # and its own NMS rule
         self._bytes = model.SerializeToString()
-        self.session = _session(self._bytes, providers, path)
+        self.session = onnx_session(self._bytes, providers, path)
         self.input_name = self.session.get_inputs()[0].name
         props = {p.key: p.value for p in model.metadata_props}
         self.stride = int(float(props.get("stride", 32)))
@@ -125,8 +125,8 @@ class ONNXDetector(Detector):
                                 f"providers={self.session.get_providers()})")
 
     def to(self, device):
-        providers, dev = _providers(device)
-        if dev != self.device: self.session, self.device = _session(self._bytes, providers, self.path), dev
+        providers, dev = onnx_providers(device)
+        if dev != self.device: self.session, self.device = onnx_session(self._bytes, providers, self.path), dev
         return self
     def eval(self): return self
     def optimize_for_inference(self) -> Detector:
