@@ -8,12 +8,21 @@ A user of an Ultralytics model could run it through Ultralytics directly. This s
                  file written, nothing sorted), the run `trailnb infer FILE FOLDER` makes.
 
 Both read and decode the same files and run the same torch build; each is given the same torch threads
-(--threads, default the usable cores). It runs against an older trailnb too (PYTHONPATH=a copy of it), for before/after. It prints images/s (wall) and CPU seconds per image (user+system of this
+(--threads, default the usable cores: Ultralytics' own run is kept at them by this script). It runs against an older
+trailnb too (PYTHONPATH=a checkout of it), for before/after: that trailnb then runs as it did, threads included. It prints images/s (wall) and CPU seconds per image (user+system of this
 process: less sensitive to other load on a shared machine) for each, and trailnb / Ultralytics. The model is a
 randomly initialised YOLO11n written by Ultralytics' own `save` (weights do not change speed) — or --model FILE.
 
     .venv/bin/python benchmarks/vs_ultralytics.py                      # YOLO11n, 640 px, 62 photos, 3 rounds
     .venv/bin/python benchmarks/vs_ultralytics.py --arch yolov9c --n 31 --rounds 2
+    PYTHONPATH=<checkout of 654e278> .venv/bin/python benchmarks/vs_ultralytics.py --model F.pt   # before issue 28
+
+Measured 2026-12-07 on the 2-core x86_64 machine (otherwise idle), the same random YOLO11n .pt, 640 px, 62 photos,
+3 rounds, twice each, alternating before/after: trailnb / Ultralytics in images/s (best wall) and CPU per image:
+before issue 28 (654e278: batch 8, 2 decoding workers, torch lowered to 1 thread by Ultralytics) 1.07x / 1.01x and
+1.11x / 1.04x; now (batch 1 on a CPU, no worker, 2 threads) 0.91x / 0.85x and 0.95x / 0.88x. For a model this small
+batching pays on a CPU: in one process, 31 photos, batch 8 ran 15.5 img/s against 13.3 at batch 1 (1.17x; with a
+decoding worker 11.2), YOLOv9-c 2.47 against 2.36 (1.05x), with results identical to the bit at both sizes.
 """
 import argparse, os, resource, shutil, sys, tempfile, time
 from pathlib import Path
@@ -71,9 +80,13 @@ def main(argv=None):
         yolo = YOLO(str(pt))
 
         def ultralytics_run():
+            import ultralytics.utils.torch_utils as tu
             torch.set_num_threads(threads)
-            with ultralytics_output():  # keeps torch's threads as set (Ultralytics' select_device would lower them)
-                for _ in yolo.predict(source=str(folder), stream=True, imgsz=a.size, save=False, verbose=False, device="cpu"): pass
+            saved, tu.NUM_THREADS = tu.NUM_THREADS, threads  # what its select_device sets torch's threads to: kept here
+            try:                                             # by the script itself, as an older trailnb does not
+                with ultralytics_output():
+                    for _ in yolo.predict(source=str(folder), stream=True, imgsz=a.size, save=False, verbose=False, device="cpu"): pass
+            finally: tu.NUM_THREADS = saved
 
         def trailnb_run(k=[0]):
             k[0] += 1

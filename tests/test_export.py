@@ -246,9 +246,9 @@ def test_auto_engine_measures_once_and_runs_the_faster(syn, tmp_path_factory, tm
     def run(name, **kw):
         s = ti.run_inference(out=str(tmp_path / name), **{**common, **kw})
         return s, json.loads((tmp_path / name / "results_md.json").read_text())["images"]
-    small, _ = run("small")  # 8 photos, fewer than AUTO_ENGINE_MIN_IMAGES: nothing measured
+    small, _ = run("small")  # 8 photos of a small model, less work than AUTO_ENGINE_MIN_WORK: nothing measured
     assert calls == [] and small.split.engine == "torch"
-    monkeypatch.setattr(ti, "AUTO_ENGINE_MIN_IMAGES", 1)
+    monkeypatch.setattr(ti, "AUTO_ENGINE_MIN_WORK", 1)
     first, _ = run("first")
     assert len(calls) == 1 and "auto: ONNX Runtime" in first.split.engine and "x torch on this CPU" in first.split.engine
     recs = list((trailnb_home() / "onnx_cache").glob(f"{ti.file_sha256(pt)[:16]}-*-speed.json"))
@@ -265,3 +265,23 @@ def test_auto_engine_measures_once_and_runs_the_faster(syn, tmp_path_factory, tm
         _, want = run(f"asked-{engine}", engine=engine)
         assert got == want  # the same detections, to the bit, as asking for that engine
     assert len(calls) == 1
+
+
+def test_auto_engine_keeps_megadetector_files_on_torch_and_weighs_the_run(monkeypatch):
+    "A MegaDetector file computes as MegaDetector's tool does (torch, nothing measured, however long the run); for "
+    "other files the run is measured once it is long enough for the network's size."
+    import types
+    import torch
+    import trailnb.infer as ti
+    calls = []
+    monkeypatch.setattr(ti, "engine_speed", lambda *a, **k: calls.append(a) or {"torch_s": 1, "onnx_s": 0.5, "speedup": 2.0})
+    items = [types.SimpleNamespace(path=f"p{i}.jpg", frame=None) for i in range(1000)]
+    md = types.SimpleNamespace(megadetector=True, device="cpu", max_dim=640, model=torch.nn.Linear(1000, 1000))
+    engine, why = ti.choose_engine(ti.InferConfig(model="md.pt"), md, items, 2)
+    assert engine == "torch" and "MegaDetector" in why and calls == []
+    small, big = torch.nn.Linear(100, 100), torch.nn.Linear(10_000, 10_000)  # 10 100 and 100 010 000 weights
+    det = lambda m: types.SimpleNamespace(megadetector=False, device="cpu", model=m)
+    assert not ti._worth_measuring(det(small), items)  # 1000 photos x 10 100 weights < 1e9
+    assert ti._worth_measuring(det(big), items[:10])  # 10 photos x 1e8 weights >= 1e9
+    yolo_like = types.SimpleNamespace(megadetector=False, device="cpu", yolo=types.SimpleNamespace(model=big))
+    assert ti._weights(yolo_like) == 100_010_000

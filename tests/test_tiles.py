@@ -215,14 +215,34 @@ def test_train_at_tile_scale_validates_with_tiles(tmp_path):
     assert (tmp_path / "runs" / "t" / "best.pt").is_file()
 
 
-def test_yolo_refuses_tile_scale_training(tmp_path):
+def test_yolo_trains_at_tile_scale(tmp_path, monkeypatch):
+    """A YOLO run with tiles: Ultralytics trains on tile-scale crops (every animal whole, the photo's own pixels),
+    validates on inference's tile grid, trailnb's final metrics predict with the run's tiles; a bad setting is refused
+    before any data is read."""
     from trailnb.core import ConfigError
-    from trailnb.synthetic import make_synthetic_dataset
+    from trailnb.data import load_yolo
+    from trailnb.synthetic import make_large_synthetic_dataset
+    from trailnb.tiles import tile_grid
     from trailnb.train import train
-    data = make_synthetic_dataset(tmp_path / "s", n=4, size=(160, 120))
-    with pytest.raises(ConfigError, match="tile scale is for torchvision"):
-        train(data=str(data), arch="yolov8n", tiles="auto", epochs=1, out=str(tmp_path / "runs"), progress=False)
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    import trailnb.yolo_train as yt
+    monkeypatch.setenv("TRAILNB_HOME", str(tmp_path / "home"))
+    data = make_large_synthetic_dataset(tmp_path / "w", n=3, size=(400, 300), animal_px=(12, 30), animals=(2, 3))
+    with pytest.raises(ConfigError, match="tiles='big'"):
+        train(data=str(data), arch="yolov8n", tiles="big", epochs=1, out=str(tmp_path / "runs"), progress=False)
+    assert not (tmp_path / "home" / "yolo_datasets").exists()
+    seen, layouts, real_val, real_layout = [], [], yt.validate, yt.tiled_yolo_layout
+    monkeypatch.setattr(yt, "validate", lambda *a, **kw: seen.append((kw.get("tiles"), kw.get("tile_overlap"))) or real_val(*a, **kw))
+    monkeypatch.setattr(yt, "tiled_yolo_layout", lambda *a, **kw: layouts.append(real_layout(*a, **kw)) or layouts[-1])
+    res = train(data=str(data), split="random", val_frac=0.34, arch="yolov8n", max_dim=64, epochs=1, batch_size=4, workers=0,
+                out=str(tmp_path / "runs"), name="t", tiles="128", tile_overlap=0.3, progress=False)
+    assert seen == [("128", 0.3)] and res.metrics.get("AP50") is not None
+    assert (tmp_path / "runs" / "t" / "best.pt").is_file()
+    crops = load_yolo(layouts[0])
+    train_crops = [c for c in crops if c.meta["split"] == "train"]
+    assert len(train_crops) == 2 * 4 * 3  # ceil(400/128) x ceil(300/128) windows for each of the 2 training photos
+    assert sum(c.meta["split"] == "val" for c in crops) == len(tile_grid(400, 300, 128, 0.3))
+    assert all(c.width >= 64 and c.height >= 64 for c in crops)  # a 128 px tile at the input scale (64 / 128), grown only to keep an animal whole
+    assert sum(len(c.boxes) for c in train_crops) > 0
 
 
 def test_tiled_results_do_not_depend_on_batch_size_or_workers(tmp_path):

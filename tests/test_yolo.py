@@ -176,3 +176,19 @@ def test_a_megadetector_file_decides_with_megadetectors_nms(tmp_path):
     n45 = len(md.predict(img, score_thresh=0.0))
     md.nms_iou = 0.7
     assert len(md.predict(img, score_thresh=0.0)) > n45
+
+
+def test_importing_ultralytics_leaves_child_processes_their_threads():
+    "Ultralytics' import sets OMP_NUM_THREADS=1 in the environment: a process started afterwards (MegaDetector's tool, a "
+    "papermill kernel, torchrun's workers) would compute on one thread. trailnb's import takes that back."
+    import os, subprocess, sys
+    code = ("import os, subprocess, sys\n"
+            "from trailnb.yolo import import_ultralytics\n"
+            "import_ultralytics()\n"
+            "print(os.environ.get('OMP_NUM_THREADS'))\n"
+            "print(subprocess.run([sys.executable, '-c', 'import torch; print(torch.get_num_threads())'], capture_output=True, text=True).stdout.strip())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout.split()
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], capture_output=True, text=True,
+                           env=env, timeout=300).stdout.strip()
+    assert out == ["None", fresh], out

@@ -30,7 +30,7 @@ from .results import species_view
 from . import __version__
 
 # %% auto #0
-__all__ = ['CHECKPOINT', 'AUTO_ENGINE_MIN_IMAGES', 'AUTO_ENGINE_MIN_SPEEDUP', 'RUN_OUTPUTS', 'InferConfig', 'InferSummary',
+__all__ = ['CHECKPOINT', 'AUTO_ENGINE_MIN_WORK', 'AUTO_ENGINE_MIN_SPEEDUP', 'RUN_OUTPUTS', 'InferConfig', 'InferSummary',
            'model_digest', 'onnx_engine_model', 'cpu_name', 'engine_speed', 'choose_engine', 'InferPlan', 'run_outputs',
            'remove_run_outputs', 'plan_inference', 'stream_predictions', 'flag_repeats', 'classify_outputs',
            'track_outputs', 'write_outputs', 'event_outputs', 'sort_outputs', 'summarise', 'shard_plan',
@@ -55,7 +55,7 @@ class InferConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     nproc: int = 1  # processes to run, one per GPU: more than 1 starts them with torchrun, each on its share of the files
     precision: typing.Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 elsewhere; bf16: faster only on CPUs with AVX512-BF16 or AMX (benchmarks/infer.py measures it)
-    engine: typing.Literal["auto", "torch", "onnx"] = "auto"  # onnx: run a PyTorch model file through ONNX Runtime, exported once into trailnb's cache (needs trailnb[onnx]; scores agree with torch's to ~1e-6, not bit for bit); auto: on a CPU, for a run of 300 images or more, ONNX Runtime where it measured at least 1.1x torch for this model file, CPU, thread count and size (measured once, then cached), else torch
+    engine: typing.Literal["auto", "torch", "onnx"] = "auto"  # onnx: run a PyTorch model file through ONNX Runtime, exported once into trailnb's cache (needs trailnb[onnx]; scores agree with torch's to ~1e-6, not bit for bit); auto: torch for a MegaDetector file (the closest to MegaDetector's own results); otherwise on a CPU, for a run of enough photos for its size (300 for a YOLOv8n, 40 for a YOLOv9-c), ONNX Runtime where it measured at least 1.1x torch for this model file, CPU, thread count and size (measured once, then cached), else torch
     formats: tuple[str, ...] = ("md", "coco", "csv")  # results files to write: md, coco, csv
     sort: typing.Literal["none", "copy", "hardlink", "symlink"] = "none"  # sort images into detected/<class>/ and empty/
     draw: bool = False  # also write copies of detected images with boxes drawn (drawn/)
@@ -142,7 +142,7 @@ def onnx_engine_model(model,  # a PyTorch model file (trailnb checkpoint, Ultral
     return out
 
 # %% ../nbs/05_infer.ipynb #fd7ac944
-AUTO_ENGINE_MIN_IMAGES = 300  # `engine="auto"` measures ONNX Runtime against torch for runs of at least this many images (an export and a few timed photos cost about what 20-100 photos take)
+AUTO_ENGINE_MIN_WORK = 1e9  # `engine="auto"` measures ONNX Runtime against torch for runs of at least this many photos x model weights: 300 photos of a YOLOv8n (3.2 M), 40 of a YOLOv9-c (25 M), 8 of a 140 M one (an export and ~15 timed photos, repaid within about that many)
 AUTO_ENGINE_MIN_SPEEDUP = 1.1  # and takes it where it ran at least this much faster
 
 # %% ../nbs/05_infer.ipynb #9d768f60
@@ -183,6 +183,16 @@ def _can_run_onnx(cfg, det) -> bool:
     return (str(det.device).split(":")[0] == "cpu" and cfg.precision in ("auto", "fp32") and Path(cfg.model).suffix.lower() != ".onnx"
             and importlib.util.find_spec("onnxruntime") is not None)
 
+def _weights(det) -> int:
+    "How many weights `det`'s network has (0 where it holds no torch module): what a photo's compute scales with."
+    import torch
+    m = getattr(det, "model", None)
+    m = m if isinstance(m, torch.nn.Module) else getattr(getattr(det, "yolo", None), "model", None)
+    return sum(p.numel() for p in m.parameters()) if isinstance(m, torch.nn.Module) else 0
+
+def _worth_measuring(det, items: list) -> bool:
+    return len(items) * _weights(det) >= AUTO_ENGINE_MIN_WORK
+
 def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch or onnx)
                   det,  # the detector loaded from `cfg.model` (torch)
                   items: list,  # the run's `InferItem`s still to do
@@ -190,15 +200,17 @@ def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch 
                   ) -> tuple[str, str]:
     "`(engine, why)`: the engine a run uses. `auto` takes ONNX Runtime on a CPU where it measured faster for this model file, CPU, thread count and size; measured once, cached beside the export in trailnb's home."
     if cfg.engine != "auto": return cfg.engine, ""
+    if getattr(det, "megadetector", False):  # its users check trailnb against MegaDetector's own tool first
+        return "torch", "auto: torch for a MegaDetector file, the closest to MegaDetector's own results (--engine onnx: faster)"
     if not _can_run_onnx(cfg, det): return "torch", ""
     cache = trailnb_home() / "onnx_cache"
-    if len(items) < AUTO_ENGINE_MIN_IMAGES and not any(cache.glob("*-speed.json")): return "torch", ""  # nothing to look up: no hashing
+    if not _worth_measuring(det, items) and not any(cache.glob("*-speed.json")): return "torch", ""  # nothing to look up: no hashing
     rec_file = cache / f"{model_digest(cfg.model)[:16]}-{__version__}-speed.json"
     recs = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
     key = f"{cpu_name()} | {threads} thread(s) | {cfg.max_dim or det.max_dim} px"
     photos = [it.path for it in items if it.frame is None][:3]
     if key not in recs:
-        if len(items) < AUTO_ENGINE_MIN_IMAGES or not photos: return "torch", ""
+        if not _worth_measuring(det, items) or not photos: return "torch", ""
         logger.info("engine auto: measuring ONNX Runtime against torch for %s on this CPU (once)", Path(cfg.model).name)
         try: recs[key] = engine_speed(cfg.model, onnx_engine_model(cfg.model), photos, threads)
         except TrailnbError as e:

@@ -12,7 +12,8 @@ from PIL import Image
 from .data import DetectionDataset, ImageRecord, decode_image
 
 # %% auto #0
-__all__ = ['DetectionAugment', 'keep_whole_crop', 'TorchDetectionDataset', 'collate_detections', 'class_balanced_weights']
+__all__ = ['DetectionAugment', 'grow_to_keep_whole', 'keep_whole_crop', 'TorchDetectionDataset', 'collate_detections',
+           'class_balanced_weights']
 
 # %% ../nbs/01b_torchdata.ipynb #f5c7c1c6
 class DetectionAugment:
@@ -53,7 +54,10 @@ def _decoded_sample(r: ImageRecord, max_dim: int | None) -> tuple:
     return img, {"boxes": boxes, "labels": torch.as_tensor(r.labels, dtype=torch.int64)}, (ow, oh)
 
 # %% ../nbs/01b_torchdata.ipynb #7ca99bbe
-def _grow(win: list, b: np.ndarray, w: int, h: int) -> list:
+def grow_to_keep_whole(win: list, # a window `[x0, y0, x1, y1]` in pixels
+                       b: np.ndarray, # the image's boxes, `(N, 4)` xyxy pixels
+                       w: int, h: int, # the image's size
+                       ) -> list:
     "`win` (xyxy) grown to whole pixels until it cuts none of the boxes `b`."
     while True:
         win = [max(0, int(np.floor(win[0]))), max(0, int(np.floor(win[1]))), min(w, int(np.ceil(win[2]))), min(h, int(np.ceil(win[3])))]
@@ -80,7 +84,7 @@ def keep_whole_crop(boxes, # the image's labelled boxes, xyxy pixels
         y0 = ly + u[2] * max(0.0, min(a[1], h - sh) - ly)
     else: x0, y0 = u[1] * (w - sw), u[2] * (h - sh)
     x0, y0 = min(max(0.0, x0), w - sw), min(max(0.0, y0), h - sh)  # inside the image
-    return _grow([x0, y0, x0 + sw, y0 + sh], b, w, h)
+    return grow_to_keep_whole([x0, y0, x0 + sw, y0 + sh], b, w, h)
 
 # %% ../nbs/01b_torchdata.ipynb #22084736
 def _crop_sample(r: ImageRecord, size: int, max_dim: int) -> tuple:

@@ -46,7 +46,7 @@ class TrainConfig:
     arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn"  # architecture name (see trailnb.models.list_architectures)
     weights: str | None = None  # None (from scratch), imagenet, coco, a local .pth / trailnb checkpoint, or an Ultralytics / MegaDetector .pt (arch must be the file's: `trailnb info FILE` shows it)
     max_dim: int = 640  # longer image side the model sees (px)
-    tiles: str = "none"  # train at tile scale: large photos are served as crops of the tile size that keep every labelled animal whole, and validation predicts with the same tiles as `infer --tiles` (auto: tiles of max_dim for photos at least twice its size; or a tile size in pixels; none: whole photos). Torchvision architectures; YOLO refuses it
+    tiles: str = "none"  # train at tile scale: large photos are served as crops of the tile size that keep every labelled animal whole, and validation predicts with the same tiles as `infer --tiles` (auto: tiles of max_dim for photos at least twice its size; or a tile size in pixels; none: whole photos). Any architecture: YOLO learns from tile crops written once, seeded (`trailnb.yolo_train.tiled_yolo_layout`)
     tile_overlap: float = 0.2  # with tiles: validation's least overlap of neighbouring tiles, a fraction of the tile size
     epochs: int = 30  # passes over the training set
     batch_size: int = 4  # images per step
@@ -425,7 +425,7 @@ def resume_run_dir(resume) -> Path:
 RESUME_FIXED = {"arch": "architecture", "weights": "initial weights", "max_dim": "input size",
                 "optimizer": "optimizer (its state is carried over)", "data": "data", "images": "data",
                 "val_data": "validation data", "split": "held-out split", "val_frac": "held-out split",
-                "seed": "held-out split"}  # settings a run cannot change midway, and what they decide
+                "seed": "held-out split", "tiles": "training at tile scale"}  # settings a run cannot change midway, and what they decide
 
 def resume_config(saved: dict,  # the resumed run's settings (its checkpoint's `train_config`)
                   cfg: TrainConfig,  # this call's settings: only the `given` ones count
@@ -772,10 +772,7 @@ def _check_own_trainer(cfg: TrainConfig, spec, callbacks: list):
         raise ConfigError(f"{cfg.arch} trains on several GPUs through the {spec.family} family's own trainer: give the GPUs "
                           "as device='0,1' and leave nproc at 1.")
     refuse_under_torchrun(f"{cfg.arch} (the {spec.family} family's trainer)")
-    if parse_tiles(cfg.tiles):
-        raise ConfigError(f"tiles={cfg.tiles!r}: training at tile scale is for torchvision architectures; {cfg.arch} trains on the "
-                          f"{spec.family} family's own data loader. Leave tiles out to train {cfg.arch} on whole photos "
-                          "(inference tiles any detector: infer --tiles), or train a torchvision architecture at tile scale.")
+    parse_tiles(cfg.tiles)  # a bad setting is refused before any data is read (its own trainer writes tile crops)
 
 def fit_torchvision(cfg: TrainConfig,  # the run's config (resolved by `train`: with `ckpt` when resuming)
                     callbacks: list | None = None,  # extra callback objects (see TrainState)

@@ -64,12 +64,13 @@ _SETTINGS_OFF = dict(sync=False, hub=False, clearml=False, comet=False, dvc=Fals
 def _import_quietly():
     "Import Ultralytics with its log off (`YOLO_VERBOSE`), then give its logger the level its defaults (or yours) say."
     if "ultralytics" in sys.modules: return
-    given = os.environ.get("YOLO_VERBOSE")
+    given, omp = os.environ.get("YOLO_VERBOSE"), os.environ.get("OMP_NUM_THREADS")
     os.environ["YOLO_VERBOSE"] = "false"
     try: import ultralytics.utils as uu
     finally:
         if given is None: os.environ.pop("YOLO_VERBOSE", None)
         else: os.environ["YOLO_VERBOSE"] = given
+        if omp is None: os.environ.pop("OMP_NUM_THREADS", None)  # its import sets 1: every process started later would compute on one thread
     uu.VERBOSE = uu.env_bool("YOLO_VERBOSE", True)
     uu.set_logging(uu.LOGGING_NAME, verbose=uu.VERBOSE)
 
@@ -211,11 +212,19 @@ def to_bgr(t) -> np.ndarray:
 def _names_for(classes) -> dict:
     return {i: str(c) for i, c in enumerate(classes)}
 
-# %% ../nbs/07_yolo.ipynb #e479fd3a
+# %% ../nbs/07_yolo.ipynb #b0fcc321
+def _layout_arg(channels_last: bool | None) -> dict:
+    "Ultralytics' `channels_last` predict argument when one is wanted and the installed Ultralytics has it (8.4+)."
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    return {} if channels_last is None or "channels_last" not in DEFAULT_CFG_DICT else {"channels_last": bool(channels_last)}
+
+# %% ../nbs/07_yolo.ipynb #9f5b04c4
 class YOLODetector(Detector):
     "An Ultralytics model (YOLO or RT-DETR) behind trailnb's `Detector` interface."
     family = "ultralytics"
     nms_iou = 0.7  # Ultralytics' default NMS IoU for predict and val
+    channels_last = None  # the weights' memory layout in prediction: None is Ultralytics' choice (channels-last on an x86 CPU)
+    whole_pixels = False  # round boxes to whole pixels of the original image
 
     def __init__(self, yolo, arch: str, classes, max_dim: int = 640, device="auto", weights_file=None):
         super().__init__(arch, classes, max_dim, device)
@@ -232,9 +241,18 @@ class YOLODetector(Detector):
         if not arrays: return []
         with ultralytics_output():  # its first predict would set torch's threads
             res = self.yolo.predict(arrays, imgsz=self.max_dim, conf=score_thresh, iou=self.nms_iou, batch=len(arrays),
-                                    device=ultralytics_device(self.device), verbose=False, save=False)
-        return [Detections(r.boxes.xyxy.cpu().numpy() / float(s), r.boxes.conf.cpu().numpy(),
-                           r.boxes.cls.cpu().numpy().astype(np.int64)) for r, s in zip(res, scales)]
+                                    device=ultralytics_device(self.device), verbose=False, save=False,
+                                    **_layout_arg(self.channels_last))
+        boxes = [r.boxes.xyxy.cpu().numpy() / float(s) for r, s in zip(res, scales)]
+        return [Detections(b.round() if self.whole_pixels else b, r.boxes.conf.cpu().numpy(),
+                           r.boxes.cls.cpu().numpy().astype(np.int64)) for r, b in zip(res, boxes)]
+
+# %% ../nbs/07_yolo.ipynb #75a813fe
+@patch
+def decide_as_megadetector(self: YOLODetector) -> YOLODetector:
+    "MegaDetector's own rules for a MegaDetector file: its batch tool's NMS IoU (0.45) and whole-pixel boxes (`channels_last = False`: its arithmetic too)."
+    self.nms_iou, self.whole_pixels = MEGADETECTOR_NMS_IOU, True
+    return self
 
 # %% ../nbs/07_yolo.ipynb #eba522ac
 def same_tensors(own: dict, src: dict) -> list[str]:
@@ -282,7 +300,7 @@ def _weights_payload(self: YOLODetector) -> dict:
     return {"ultralytics_pt": torch.frombuffer(bytearray(b), dtype=torch.uint8),
             "ultralytics_version": ultralytics.__version__}
 
-# %% ../nbs/07_yolo.ipynb #a60832ac
+# %% ../nbs/07_yolo.ipynb #d89bc0ec
 def _unpack_pt(b: bytes) -> Path:
     "Write Ultralytics `.pt` bytes once to `trailnb_home()/ultralytics/weights/<sha>.pt` (Ultralytics loads files)."
     f = trailnb_home() / "ultralytics" / "weights" / f"{hashlib.sha256(b).hexdigest()[:24]}.pt"
@@ -308,7 +326,7 @@ def from_checkpoint(cls: YOLODetector, ckpt: dict, device="auto", path=None):
     det = cls(y, ckpt["arch"], classes, ckpt["max_dim"], device, weights_file=f)
     det.weights_source, det.load_info = ckpt.get("weights_source"), ckpt.get("weights_init")
     det.megadetector = bool(ckpt.get("megadetector"))
-    if det.megadetector: det.nms_iou = MEGADETECTOR_NMS_IOU  # MegaDetector's own rule, as its batch tool decides
+    if det.megadetector: det.decide_as_megadetector()  # MegaDetector's own rules, as its batch tool decides
     return det
 
 # %% ../nbs/07_yolo.ipynb #d46b648b
@@ -316,7 +334,7 @@ for _a in YOLO_ARCHS:
     register_architecture(_a, detector_cls=YOLODetector, overwrite=True,
                           description=f"Ultralytics {_a} (from its yaml or a local .pt), trained by Ultralytics")
 
-# %% ../nbs/07_yolo.ipynb #c3c95cf0
+# %% ../nbs/07_yolo.ipynb #350d94ef
 _DETECTION_MODELS = ("DetectionModel", "RTDETRDetectionModel", "YOLOv10DetectionModel")
 
 def load_ultralytics(path,  # an Ultralytics .pt file (YOLOv8/9/10/11, RT-DETR; MegaDetector v6 / v1000)
@@ -335,7 +353,7 @@ def load_ultralytics(path,  # an Ultralytics .pt file (YOLOv8/9/10/11, RT-DETR; 
     det = YOLODetector(y, ultralytics_arch(y.model), classes, max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz),
                        device, weights_file=Path(path).resolve())
     det.weights_source, det.megadetector = str(path), classes == MEGADETECTOR_CLASSES
-    if det.megadetector: det.nms_iou = MEGADETECTOR_NMS_IOU  # MegaDetector's own rule, as its batch tool decides
+    if det.megadetector: det.decide_as_megadetector()  # MegaDetector's own rules, as its batch tool decides
     det.license = (y.ckpt or {}).get("license")
     return det
 
