@@ -28,6 +28,11 @@ Batch size, one shape, 1 thread, CPU s per image: YOLOv9-c at 640: batch 1 0.65-
 this small model at 320: batch 1 0.081-0.086, batch 8 0.071-0.077. Decoding: ~0.01 s of CPU per photo at 320.
 --split on that busy machine (best of 2 rounds, images/s; CPU s per image): 1 thread 10.6-11.0 (0.088-0.094) for
 batch 1 or 8 and 0-2 workers alike; 2 threads 0.6-2.3 (0.35-0.64): threads, not workers or batch, decide there.
+YOLO11n (untrained) at 640 px, 62 photos, 2 threads, on the idle machine, 2026-12-07 evening, at its new CPU
+default batch 8: pipeline / model alone fp32 0.70, 0.77; bf16 0.60, 0.59 (bf16 / fp32: pipeline 1.35-1.40x,
+model 1.65-1.76x); CPU per image pipeline / model fp32 0.103-0.104 / 0.085-0.092. For a model this small the
+decoding of full-size JPEGs (~0.012 s each even in draft mode) is a fifth of the work; decoding in a thread ahead
+of the model was tried and gave no measurable gain (0.68, 0.70).
 Usage: python benchmarks/infer.py [--n 300] [--naive 40] [--rss-n 300] [--only-rss] [--split] [--model M --data D]
 """
 import argparse, json, resource, statistics, subprocess, sys, tempfile, time
@@ -54,11 +59,12 @@ def _detector(max_dim, model=None, arch=ARCH):
     return build_detector(arch, ["animal", "person", "vehicle"], weights=None, max_dim=max_dim, device="cpu")
 
 
-def split_of(batch_size=None, workers=None, threads=None):
-    "(batch_size, workers, threads) a run uses: the package's defaults for None (an old trailnb: its loop's 8, 2 and torch's)."
-    import torch, trailnb.infer as ti
+def split_of(batch_size=None, workers=None, threads=None, det=None):
+    "(batch_size, workers, threads) a run uses: the package's defaults for None, `det`'s own CPU batch where it has one (an old trailnb: its loop's 8, 2 and torch's)."
+    import inspect, torch, trailnb.infer as ti
     if hasattr(ti, "compute_split"):
-        s = ti.compute_split("cpu", batch_size, workers, threads)
+        own = {"cpu_batch": det.cpu_batch} if hasattr(det, "cpu_batch") and "cpu_batch" in inspect.signature(ti.compute_split).parameters else {}
+        s = ti.compute_split("cpu", batch_size, workers, threads, **own)
         return s.batch_size, s.workers, s.threads
     return batch_size or 8, 2 if workers is None else workers, threads or torch.get_num_threads()
 
@@ -77,7 +83,7 @@ def pipeline(det, items, max_dim, batch_size=None, workers=None, precision="fp32
     import torch
     try: from trailnb.predict import iter_predictions
     except ImportError: from trailnb.infer import iter_predictions  # an older trailnb (before trailnb.predict)
-    bs, w, th = split_of(batch_size, workers, threads)
+    bs, w, th = split_of(batch_size, workers, threads, det)
     torch.set_num_threads(th)
     c, t = _cpu_s(), time.perf_counter(); res = list(iter_predictions(det, items, max_dim, bs, w, precision=precision))
     CPU["pipeline"] = (_cpu_s() - c) / len(res)
@@ -110,7 +116,7 @@ def model_only(det, items, max_dim, batch_size=None, precision="fp32", threads=N
     from trailnb.core import inference_autocast
     from trailnb.data import load_image
     from torchvision.transforms.v2.functional import pil_to_tensor
-    bs, _, th = split_of(batch_size, None, threads)
+    bs, _, th = split_of(batch_size, None, threads, det)
     dec = [load_image(it.path, max_dim) for it in items]
     tens = [(pil_to_tensor(im).float() / 255, s) for im, s in dec]
     with inference_autocast("cpu", precision), torch.inference_mode():
@@ -248,7 +254,7 @@ def speed(a):
     import copy, torch
     from trailnb.core import cpu_has_bf16
     det = _detector(a.max_dim, a.model, a.arch); max_dim = a.max_dim if not a.model else det.max_dim
-    split = split_of(a.batch_size, a.workers, a.threads)
+    split = split_of(a.batch_size, a.workers, a.threads, det)
     print(f"torch {torch.__version__}, device cpu, {det.arch} ({a.model or 'untrained'}), max_dim {max_dim}, CPU bf16 "
           f"native: {cpu_has_bf16()}; pipeline: batch {split[0]}, {split[1]} workers, {split[2]} threads")
     items = _items(a.n)

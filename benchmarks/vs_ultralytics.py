@@ -23,6 +23,13 @@ before issue 28 (654e278: batch 8, 2 decoding workers, torch lowered to 1 thread
 1.11x / 1.04x; now (batch 1 on a CPU, no worker, 2 threads) 0.91x / 0.85x and 0.95x / 0.88x. For a model this small
 batching pays on a CPU: in one process, 31 photos, batch 8 ran 15.5 img/s against 13.3 at batch 1 (1.17x; with a
 decoding worker 11.2), YOLOv9-c 2.47 against 2.36 (1.05x), with results identical to the bit at both sizes.
+
+Then (evening) a YOLO under 5 M weights got batch 8 as its CPU default (`YOLODetector.cpu_batch`). Same machine,
+same file, alternating, twice each: now 1.61x / 1.42x and 1.54x / 1.38x; before issue 28 (654e278) 1.22x / 1.08x
+and 1.20x / 1.09x; and, in a second pair of runs, the day's earlier batch-1 default (9a5d30c) 1.27x / 1.14x and
+1.48x / 1.24x against now 1.60x / 1.41x and 1.84x / 1.58x. Ultralytics' own images/s swung 8-11 between rounds
+and runs (it decodes the full-size photos), which is why the ratios differ from the morning's; the ordering held
+in every pair.
 """
 import argparse, os, resource, shutil, sys, tempfile, time
 from pathlib import Path

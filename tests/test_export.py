@@ -258,27 +258,36 @@ def test_auto_engine_measures_once_and_runs_the_faster(syn, tmp_path_factory, tm
     run("again")
     assert len(calls) == 1  # measured once: the second run read the record
     key = next(iter(keys))
+    loads, load = [], ti.load_detector
+    monkeypatch.setattr(ti, "load_detector", lambda p, **k: loads.append(Path(p).suffix) or load(p, **k))
     for speedup, engine, says in ((2.0, "onnx", "ONNX Runtime ("), (0.5, "torch", "torch (auto")):
         recs[0].write_text(json.dumps({key: {**keys[key], "speedup": speedup}}))
+        loads.clear()
         s, got = run(f"auto-{engine}")
         assert s.split.engine.startswith(says), s.split.engine
+        assert loads == ([".onnx"] if engine == "onnx" else [".pt"])  # measured faster before: the export alone is loaded
         _, want = run(f"asked-{engine}", engine=engine)
         assert got == want  # the same detections, to the bit, as asking for that engine
     assert len(calls) == 1
 
 
-def test_auto_engine_keeps_megadetector_files_on_torch_and_weighs_the_run(monkeypatch):
-    "A MegaDetector file computes as MegaDetector's tool does (torch, nothing measured, however long the run); for "
-    "other files the run is measured once it is long enough for the network's size."
+def test_auto_engine_weighs_the_run_megadetector_files_too(monkeypatch, tmp_path):
+    "A run is measured once it is long enough for the network's size, a MegaDetector file like any other (ONNX "
+    "Runtime's boxes agree with MegaDetector's own tool's as torch's do: `benchmarks/vs_megadetector.py`)."
     import types
     import torch
     import trailnb.infer as ti
     calls = []
     monkeypatch.setattr(ti, "engine_speed", lambda *a, **k: calls.append(a) or {"torch_s": 1, "onnx_s": 0.5, "speedup": 2.0})
+    monkeypatch.setattr(ti, "onnx_engine_model", lambda m: tmp_path / "md.onnx")  # no export: only the choice is tested
+    monkeypatch.setenv("TRAILNB_HOME", str(tmp_path / "home"))
+    (tmp_path / "md.pt").write_bytes(b"stands in for a MegaDetector file: only its digest is read")
     items = [types.SimpleNamespace(path=f"p{i}.jpg", frame=None) for i in range(1000)]
     md = types.SimpleNamespace(megadetector=True, device="cpu", max_dim=640, model=torch.nn.Linear(1000, 1000))
-    engine, why = ti.choose_engine(ti.InferConfig(model="md.pt"), md, items, 2)
-    assert engine == "torch" and "MegaDetector" in why and calls == []
+    engine, why = ti.choose_engine(ti.InferConfig(model=str(tmp_path / "md.pt")), md, items, 2)
+    assert engine == "onnx" and "ONNX Runtime 2.00x torch" in why and len(calls) == 1
+    engine, _ = ti.choose_engine(ti.InferConfig(model=str(tmp_path / "md.pt"), engine="torch"), md, items, 2)
+    assert engine == "torch" and len(calls) == 1  # asked for: nothing measured
     small, big = torch.nn.Linear(100, 100), torch.nn.Linear(10_000, 10_000)  # 10 100 and 100 010 000 weights
     det = lambda m: types.SimpleNamespace(megadetector=False, device="cpu", model=m)
     assert not ti._worth_measuring(det(small), items)  # 1000 photos x 10 100 weights < 1e9

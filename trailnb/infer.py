@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .core import (progress_bar, ConfigError, TrailnbError, atomic_write, inference_autocast, load_config,
-                          load_settings, logger, trailnb_home)
+                          load_settings, logger, trailnb_home, get_device)
 from .results import ImageResult, RESULT_FILES, source_file, write_results
 from .sort import SortReport, class_thresholds, detection_counts, parse_class_thresh, people_to_blur, sort_into_folders
 from .privacy import blur_classes, check_blur_mode
@@ -31,10 +31,10 @@ from . import __version__
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'AUTO_ENGINE_MIN_WORK', 'AUTO_ENGINE_MIN_SPEEDUP', 'RUN_OUTPUTS', 'InferConfig', 'InferSummary',
-           'model_digest', 'onnx_engine_model', 'cpu_name', 'engine_speed', 'choose_engine', 'InferPlan', 'run_outputs',
-           'remove_run_outputs', 'plan_inference', 'stream_predictions', 'flag_repeats', 'classify_outputs',
-           'track_outputs', 'write_outputs', 'event_outputs', 'sort_outputs', 'summarise', 'shard_plan',
-           'torch_threads', 'run_inference']
+           'model_digest', 'onnx_engine_model', 'cpu_name', 'engine_speed', 'known_onnx', 'choose_engine', 'InferPlan',
+           'run_outputs', 'remove_run_outputs', 'plan_inference', 'stream_predictions', 'flag_repeats',
+           'classify_outputs', 'track_outputs', 'write_outputs', 'event_outputs', 'sort_outputs', 'summarise',
+           'shard_plan', 'torch_threads', 'run_inference']
 
 # %% ../nbs/05_infer.ipynb #b1e60dcc
 @dataclass
@@ -46,7 +46,7 @@ class InferConfig:
     score_thresh: float | None = None  # keep detections at or above this score in the results files; default 0.05 (MegaDetector: its 0.005)
     sort_thresh: float | None = None  # score a detection needs for sorting, counting and the summary; default 0.5 (MegaDetector: its 0.2)
     class_thresh: tuple[str, ...] = ()  # per-class sorting thresholds as NAME=SCORE, e.g. deer=0.6 fox=0.4
-    batch_size: int | None = None  # images per model call (images of one shape); default 1 on a CPU, 8 on a GPU
+    batch_size: int | None = None  # images per model call (images of one shape); default on a CPU the model's own (8 for a nano YOLO, else 1: results are the same at any batch), 8 on a GPU
     workers: int | None = None  # decoding worker processes (0 decodes in the main process); default 0 on up to 2 CPU cores, 1 per 8 cores above (GPU: up to 4)
     threads: int | None = None  # torch threads for the model; default every core this process may use (os.sched_getaffinity) that the workers leave
     max_dim: int | None = None  # decode size, longer side in pixels; default the checkpoint's input size
@@ -55,7 +55,7 @@ class InferConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     nproc: int = 1  # processes to run, one per GPU: more than 1 starts them with torchrun, each on its share of the files
     precision: typing.Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 elsewhere; bf16: faster only on CPUs with AVX512-BF16 or AMX (benchmarks/infer.py measures it)
-    engine: typing.Literal["auto", "torch", "onnx"] = "auto"  # onnx: run a PyTorch model file through ONNX Runtime, exported once into trailnb's cache (needs trailnb[onnx]; scores agree with torch's to ~1e-6, not bit for bit); auto: torch for a MegaDetector file (the closest to MegaDetector's own results); otherwise on a CPU, for a run of enough photos for its size (300 for a YOLOv8n, 40 for a YOLOv9-c), ONNX Runtime where it measured at least 1.1x torch for this model file, CPU, thread count and size (measured once, then cached), else torch
+    engine: typing.Literal["auto", "torch", "onnx"] = "auto"  # onnx: run a PyTorch model file through ONNX Runtime, exported once into trailnb's cache (needs trailnb[onnx]; scores agree with torch's to ~1e-6, not bit for bit); auto: on a CPU, for a run of enough photos for its size (300 for a YOLOv8n, 40 for a YOLOv9-c), ONNX Runtime where it measured at least 1.1x torch for this model file, CPU, thread count and size (measured once, then cached), else torch
     formats: tuple[str, ...] = ("md", "coco", "csv")  # results files to write: md, coco, csv
     sort: typing.Literal["none", "copy", "hardlink", "symlink"] = "none"  # sort images into detected/<class>/ and empty/
     draw: bool = False  # also write copies of detected images with boxes drawn (drawn/)
@@ -193,6 +193,31 @@ def _weights(det) -> int:
 def _worth_measuring(det, items: list) -> bool:
     return len(items) * _weights(det) >= AUTO_ENGINE_MIN_WORK
 
+def _speed_file(model) -> Path:
+    return trailnb_home() / "onnx_cache" / f"{model_digest(model)[:16]}-{__version__}-speed.json"
+
+def _speed_key(threads: int, max_dim: int) -> str:
+    return f"{cpu_name()} | {threads} thread(s) | {max_dim} px"
+
+def known_onnx(cfg: InferConfig,  # the run's settings
+               threads: int,  # torch threads the run will use
+               ) -> tuple | None:
+    """`(export, ONNX detector, why)` where `engine="auto"` already measured ONNX Runtime faster for this model file,
+    CPU, thread count and size: the run starts on the cached export without loading the model in torch (seconds for a
+    large model). None otherwise: `choose_engine` decides with the torch detector in hand."""
+    if (cfg.engine != "auto" or cfg.precision not in ("auto", "fp32") or Path(cfg.model).suffix.lower() == ".onnx"
+            or get_device(cfg.device).type != "cpu" or importlib.util.find_spec("onnxruntime") is None): return None
+    if not any((trailnb_home() / "onnx_cache").glob("*-speed.json")): return None  # nothing measured: no hashing
+    rec_file = _speed_file(cfg.model)
+    onnx_file = rec_file.with_name(rec_file.name.replace("-speed.json", ".onnx"))
+    if not (rec_file.is_file() and onnx_file.is_file()): return None
+    recs = json.loads(rec_file.read_text())
+    if not any(r["speedup"] >= AUTO_ENGINE_MIN_SPEEDUP for r in recs.values()): return None
+    det = load_detector(onnx_file, device=cfg.device)  # its size is the model file's
+    rec = recs.get(_speed_key(threads, cfg.max_dim or det.max_dim))
+    if rec is None or rec["speedup"] < AUTO_ENGINE_MIN_SPEEDUP: return None
+    return onnx_file, det, f"auto: ONNX Runtime {rec['speedup']:.2f}x torch on this CPU"
+
 def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch or onnx)
                   det,  # the detector loaded from `cfg.model` (torch)
                   items: list,  # the run's `InferItem`s still to do
@@ -200,14 +225,12 @@ def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch 
                   ) -> tuple[str, str]:
     "`(engine, why)`: the engine a run uses. `auto` takes ONNX Runtime on a CPU where it measured faster for this model file, CPU, thread count and size; measured once, cached beside the export in trailnb's home."
     if cfg.engine != "auto": return cfg.engine, ""
-    if getattr(det, "megadetector", False):  # its users check trailnb against MegaDetector's own tool first
-        return "torch", "auto: torch for a MegaDetector file, the closest to MegaDetector's own results (--engine onnx: faster)"
     if not _can_run_onnx(cfg, det): return "torch", ""
     cache = trailnb_home() / "onnx_cache"
     if not _worth_measuring(det, items) and not any(cache.glob("*-speed.json")): return "torch", ""  # nothing to look up: no hashing
-    rec_file = cache / f"{model_digest(cfg.model)[:16]}-{__version__}-speed.json"
+    rec_file = _speed_file(cfg.model)
     recs = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
-    key = f"{cpu_name()} | {threads} thread(s) | {cfg.max_dim or det.max_dim} px"
+    key = _speed_key(threads, cfg.max_dim or det.max_dim)
     photos = [it.path for it in items if it.frame is None][:3]
     if key not in recs:
         if not _worth_measuring(det, items) or not photos: return "torch", ""
@@ -247,7 +270,8 @@ class InferPlan:
 
     @property
     def compute(self) -> ComputeSplit:
-        return self.split or compute_split(self.detector.device, self.cfg.batch_size, self.cfg.workers, self.cfg.threads)
+        return self.split or compute_split(self.detector.device, self.cfg.batch_size, self.cfg.workers, self.cfg.threads,
+                                           cpu_batch=self.detector.cpu_batch)
 
     def predict_kwargs(self) -> dict:
         "The `iter_predictions` settings of this run."
@@ -322,8 +346,10 @@ def plan_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfi
     out = Path(cfg.out)
     _check_out(cfg)  # before the model loads: refusing is instant
     model = onnx_engine_model(cfg.model) if cfg.engine == "onnx" else Path(cfg.model)
-    det = load_detector(model, device=cfg.device).optimize_for_inference()
-    split = compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    known = known_onnx(cfg, compute_split(cfg.device, cfg.batch_size, cfg.workers, cfg.threads, procs).threads)
+    det = known[1] if known else load_detector(model, device=cfg.device).optimize_for_inference()
+    split = compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, procs, det.cpu_batch)
     if cfg.engine == "onnx": split = dataclasses.replace(split, engine=f"ONNX Runtime ({model.name})")
     inference_autocast(det.device, cfg.precision)  # a precision this device cannot run is an error now, not later
     usual = det.usual_thresholds  # the detector's own defaults (MegaDetector's for a MegaDetector)
@@ -334,11 +360,12 @@ def plan_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfi
     root, files = find_inputs(cfg.input, recursive=cfg.recursive, exclude=[out])
     _check_out(cfg, root)
     items, fails = expand_items(root, files, cfg.video_every_s, cfg.video_every_k)
-    engine, why = choose_engine(cfg, det, items, split.threads)  # auto: measured (large runs), or as measured before
+    engine, why = ("onnx", known[2]) if known else choose_engine(cfg, det, items, split.threads)  # auto: as measured before, or measured now (large runs)
     if cfg.engine == "auto" and engine == "onnx":
-        model = onnx_engine_model(cfg.model)
-        det = load_detector(model, device=cfg.device).optimize_for_inference()
-        split = dataclasses.replace(split, engine=f"ONNX Runtime ({model.name}; {why})")
+        model = known[0] if known else onnx_engine_model(cfg.model)
+        if not known: det = load_detector(model, device=cfg.device).optimize_for_inference()
+        split = dataclasses.replace(compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, procs, det.cpu_batch),
+                                    engine=f"ONNX Runtime ({model.name}; {why})")
     elif why: split = dataclasses.replace(split, engine=f"torch ({why})")
     sig = _signature(cfg, cfg.max_dim or det.max_dim, det.classes, engine)
     done, keep = ResultsLog.resume(out / CHECKPOINT, sig, cfg.resume)

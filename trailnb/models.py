@@ -48,6 +48,7 @@ class Detector:
     fit = None  # the family's own trainer, fit(cfg, ckpt) -> TrainResult, or its "module:function" path; None: trailnb.train's loop
     resume_checkpoint = None  # a family trainer's reader of its own state files, (run_dir, path) -> dict | None, or its path
     family_license = None  # the licence of the family's models when a file states none
+    cpu_batch = 1  # images per model call on a CPU when the run gives none: batching buys a large network nothing there and costs the exactness of its results (`compute_split`)
 
     def __init__(self, arch: str, classes, max_dim: int = 640, device="auto", build_kwargs: dict | None = None):
         self.arch, self.classes, self.max_dim = arch, list(classes), int(max_dim)

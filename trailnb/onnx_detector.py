@@ -14,8 +14,9 @@ from .models import MEGADETECTOR_NMS_IOU, Detector, FileProbe, register_file_for
 from .yolo import import_ultralytics, to_bgr
 
 # %% auto #0
-__all__ = ['ONNX_FORMAT', 'ONNX_FORMAT_VERSION', 'META_KEY', 'ONNX_PREPROCESSING', 'FORMAT', 'require_onnx', 'read_onnx_metadata',
-           'onnx_providers', 'onnx_session', 'ONNXDetector', 'load_onnx_detector']
+__all__ = ['ONNX_FORMAT', 'ONNX_FORMAT_VERSION', 'META_KEY', 'ONNX_PREPROCESSING', 'FORMAT', 'require_onnx',
+           'check_onnx_metadata', 'read_onnx_metadata', 'onnx_providers', 'onnx_session', 'ONNXDetector',
+           'load_onnx_detector']
 
 # %% ../nbs/02b_onnx_detector.ipynb #a89acfe2
 def require_onnx() -> tuple:
@@ -46,18 +47,8 @@ ONNX_PREPROCESSING = {  # what the exported graph of each family takes and gives
 # %% ../nbs/02b_onnx_detector.ipynb #b0b7540b
 _EXPORT_HINT = "export a trailnb checkpoint with `trailnb export MODEL.pt --format onnx --out model.onnx`"
 
-def read_onnx_metadata(path) -> tuple[dict, "onnx.ModelProto"]:
-    "The trailnb metadata and the parsed model of an exported `.onnx` file; anything else is a `ModelError`."
-    onnx, _ = require_onnx()
-    from google.protobuf.message import DecodeError  # why: comes with onnx (the extra)
-    path = Path(path)
-    if not path.is_file(): raise ModelError(f"ONNX file not found: {path}. Check the path, or {_EXPORT_HINT}.")
-    if path.stat().st_size == 0: raise ModelError(f"{path} is empty (0 bytes): copy it again or {_EXPORT_HINT}.")
-    try: model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, OSError) as e:
-        raise ModelError(f"{path} cannot be read as ONNX: it is truncated or damaged ({type(e).__name__}: "
-                         f"{str(e)[:200]}). Copy it again, or {_EXPORT_HINT}.") from None
-    props = {p.key: p.value for p in model.metadata_props}
+def check_onnx_metadata(path, props: dict) -> dict:
+    "trailnb's metadata from the metadata properties `props` of the ONNX file `path`; missing, damaged or too new is a `ModelError`."
     if META_KEY not in props:
         raise ModelError(f"{path} is an ONNX model without trailnb metadata (class names, input size, "
                          f"preprocessing), so trailnb cannot run it as a detector; {_EXPORT_HINT}.")
@@ -72,7 +63,20 @@ def read_onnx_metadata(path) -> tuple[dict, "onnx.ModelProto"]:
     missing = [k for k in ("family", "arch", "classes", "max_dim") if k not in meta]
     if missing or meta["family"] not in ONNX_PREPROCESSING:
         raise ModelError(f"{path}: its trailnb metadata lacks {missing or ['a known family']}; the file is damaged: {_EXPORT_HINT}.")
-    return meta, model
+    return meta
+
+def read_onnx_metadata(path) -> tuple[dict, "onnx.ModelProto"]:
+    "The trailnb metadata and the parsed model of an exported `.onnx` file; anything else is a `ModelError`."
+    onnx, _ = require_onnx()
+    from google.protobuf.message import DecodeError  # why: comes with onnx (the extra)
+    path = Path(path)
+    if not path.is_file(): raise ModelError(f"ONNX file not found: {path}. Check the path, or {_EXPORT_HINT}.")
+    if path.stat().st_size == 0: raise ModelError(f"{path} is empty (0 bytes): copy it again or {_EXPORT_HINT}.")
+    try: model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise ModelError(f"{path} cannot be read as ONNX: it is truncated or damaged ({type(e).__name__}: "
+                         f"{str(e)[:200]}). Copy it again, or {_EXPORT_HINT}.") from None
+    return check_onnx_metadata(path, {p.key: p.value for p in model.metadata_props}), model
 
 # %% ../nbs/02b_onnx_detector.ipynb #a7c9298f
 def onnx_providers(device) -> tuple[list, object]:
@@ -91,12 +95,13 @@ def onnx_providers(device) -> tuple[list, object]:
     raise ConfigError(f"device={device!r}: this onnxruntime has no provider for it (it has {', '.join(have)}); "
                       "install onnxruntime-gpu for CUDA, or use device='cpu'.")
 
-def onnx_session(model_bytes: bytes, providers, path):
+def onnx_session(model, providers, path):
+    "An ONNX Runtime session of `model` (the file's bytes, or its path: ONNX Runtime reads it itself), all graph optimisations on."
     import onnxruntime as ort  # why: the optional extra trailnb[onnx]
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: it warns about every unused initializer of an exported graph
-    try: return ort.InferenceSession(model_bytes, so, providers=providers)
+    try: return ort.InferenceSession(str(model) if isinstance(model, Path) else model, so, providers=providers)
     except Exception as e:
         raise ModelError(f"ONNX Runtime cannot load {path} ({type(e).__name__}: {str(e)[:300]}); it may need a newer "
                          "onnxruntime, or be damaged: export it again.") from None
@@ -107,16 +112,16 @@ class ONNXDetector(Detector):
     family = "onnx"
     nms_iou, max_det = 0.7, 300  # YOLO: Ultralytics' predict defaults, applied outside the graph
 
-    def __init__(self, path, meta: dict, model, device="auto"):
+    def __init__(self, path, meta: dict, props: dict, device="auto", session=None):
+        "`meta`: the file's trailnb metadata, `props` all its metadata properties; `session`: ONNX Runtime's, when already made for `device`."
         providers, dev = onnx_providers(device)
         super().__init__(meta["arch"], meta["classes"], meta["max_dim"], dev)
         self.path, self.meta, self.source_family = Path(path), meta, meta["family"]
         self.megadetector = bool(meta.get("megadetector", False))  # keeps MegaDetector's usual thresholds
         if self.megadetector: self.nms_iou = MEGADETECTOR_NMS_IOU  # and its own NMS rule
-        self._bytes = model.SerializeToString()
-        self.session = onnx_session(self._bytes, providers, path)
+        self.whole_pixels = self.megadetector and self.source_family == "ultralytics"  # and its whole-pixel boxes, as `decide_as_megadetector`
+        self.session = session or onnx_session(self.path, providers, path)
         self.input_name = self.session.get_inputs()[0].name
-        props = {p.key: p.value for p in model.metadata_props}
         self.stride = int(float(props.get("stride", 32)))
         self.weights_source = str(self.path)
 
@@ -126,7 +131,7 @@ class ONNXDetector(Detector):
 
     def to(self, device):
         providers, dev = onnx_providers(device)
-        if dev != self.device: self.session, self.device = onnx_session(self._bytes, providers, self.path), dev
+        if dev != self.device: self.session, self.device = onnx_session(self.path, providers, self.path), dev
         return self
     def eval(self): return self
     def optimize_for_inference(self) -> Detector:
@@ -141,11 +146,21 @@ def load_onnx_detector(path,  # an `.onnx` file exported by trailnb
                        device="auto",  # auto (CUDA provider when present, else CPU), cpu or cuda[:N]
                        info: dict | None = None,  # what `inspect_model_file` found (unused: the file's metadata is read here)
                        ) -> ONNXDetector:
-    "The ONNX Runtime detector of an exported file; a plain, truncated or too-new file is a `ModelError`."
-    meta, model = read_onnx_metadata(path)
+    """The ONNX Runtime detector of an exported file; a plain, truncated or too-new file is a `ModelError`. ONNX Runtime
+    reads the file and its metadata itself: the `onnx` package (a second to import) is needed only to say what is
+    wrong with a file ONNX Runtime cannot read."""
+    try: import onnxruntime  # noqa: F401  why: the optional extra trailnb[onnx]
+    except ImportError: require_onnx()  # says how to install it
+    path = Path(path)
+    providers, _ = onnx_providers(device)
+    try: session = onnx_session(path, providers, path)
+    except ModelError:
+        read_onnx_metadata(path)  # not found, empty, truncated, not ONNX: its own words
+        raise
+    meta = check_onnx_metadata(path, session.get_modelmeta().custom_metadata_map)
     if meta["family"] == "ultralytics":
         import_ultralytics()  # its letterbox and NMS run around the graph
-    return ONNXDetector(path, meta, model, device)
+    return ONNXDetector(path, meta, session.get_modelmeta().custom_metadata_map, device, session=session)
 
 # %% ../nbs/02b_onnx_detector.ipynb #7aa8037f
 @patch
@@ -177,7 +192,8 @@ def _decode(self: ONNXDetector, outs, feed, batch, scales, score_thresh) -> list
     res = []
     for p, t, s in zip(preds, batch, scales):
         p[:, :4] = ops.scale_boxes(feed[0].shape[2:], p[:, :4], tuple(t.shape[-2:]))
-        res.append(Detections(p[:, :4].numpy() / float(s), p[:, 4].numpy(), p[:, 5].numpy().astype(np.int64)))
+        b = p[:, :4].numpy() / float(s)
+        res.append(Detections(b.round() if self.whole_pixels else b, p[:, 4].numpy(), p[:, 5].numpy().astype(np.int64)))
     return res
 
 # %% ../nbs/02b_onnx_detector.ipynb #4982a6af

@@ -191,15 +191,16 @@ class ComputeSplit:
 
 # %% ../nbs/04a_predict.ipynb #1631c44e
 def compute_split(device="cpu",  # the model's device
-                  batch_size: int | None = None,  # images per model call; None: 1 on a CPU, 8 on a GPU
+                  batch_size: int | None = None,  # images per model call; None: `cpu_batch` on a CPU, 8 on a GPU
                   workers: int | None = None,  # decoding workers; None: 0 on up to 2 CPU cores, else 1 per 8 (GPU: up to 4)
                   threads: int | None = None,  # torch threads; None: the usable cores the workers leave
                   procs: int = 1,  # processes of the run on this machine (they share its cores)
+                  cpu_batch: int = 1,  # the detector's own default batch on a CPU (`Detector.cpu_batch`)
                   ) -> ComputeSplit:
     "The batch size, workers and threads of a run: what is given, and measured defaults for what is None."
     dev, cores = get_device(device), max(1, usable_cores() // max(1, procs))
     gpu = dev.type != "cpu"
-    if batch_size is None: batch_size = 8 if gpu else 1
+    if batch_size is None: batch_size = 8 if gpu else cpu_batch
     if workers is None: workers = min(4, max(1, cores // 2)) if gpu else (0 if cores <= 2 else max(1, cores // 8))
     if threads is None: threads = max(1, cores - (0 if gpu else workers))
     for k, v, least in (("batch_size", batch_size, 1), ("workers", workers, 0), ("threads", threads, 1)):
@@ -245,7 +246,7 @@ def _chunk_results(detector, chunk: list[dict], items: list[InferItem], dev, amp
 def iter_predictions(detector,  # a trailnb `Detector` (from `load_detector` or `build_detector`)
                      items: list[InferItem],  # what to run, from `expand_items` or `dataset_items`
                      max_dim: int | None = None,  # decode size (longer side); default the detector's
-                     batch_size: int | None = None,  # images per model call, of one shape; None: 1 on a CPU, 8 on a GPU
+                     batch_size: int | None = None,  # images per model call, of one shape; None: the detector's `cpu_batch` on a CPU, 8 on a GPU
                      workers: int | None = None,  # decoding worker processes (0 decodes in this process); None: `compute_split`'s
                      score_thresh: float = 0.05,  # keep detections at or above this score
                      precision: str = "auto",  # auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16
@@ -259,7 +260,7 @@ def iter_predictions(detector,  # a trailnb `Detector` (from `load_detector` or 
     if not items: return
     max_dim = max_dim or getattr(detector, "max_dim", None)
     dev = torch.device(getattr(detector, "device", "cpu"))
-    split = compute_split(dev, batch_size, workers, threads=1)
+    split = compute_split(dev, batch_size, workers, threads=1, cpu_batch=getattr(detector, "cpu_batch", 1))
     dl = DataLoader(InferDataset(items, max_dim, tiles, tile_overlap), batch_size=split.batch_size, num_workers=split.workers, collate_fn=collate_list,
                     pin_memory=dev.type == "cuda", prefetch_factor=2 if split.workers else None)
     amp = inference_autocast(dev, precision)
