@@ -129,12 +129,16 @@ def model_digest(path) -> str:
     st = Path(path).stat()
     return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
+def _cached(model, suffix: str) -> Path:
+    "A file of trailnb's ONNX cache for model file `model` (its content and trailnb's version): the export, or its speed record."
+    return trailnb_home() / "onnx_cache" / f"{model_digest(model)[:16]}-{__version__}{suffix}"
+
 def onnx_engine_model(model,  # a PyTorch model file (trailnb checkpoint, Ultralytics .pt, ...) or an .onnx
                       ) -> Path:
     "The ONNX form of `model` for `engine='onnx'`: exported once into trailnb's cache, then reused."
     src = Path(model)
     if src.suffix.lower() == ".onnx": return src
-    out = trailnb_home() / "onnx_cache" / f"{model_digest(src)[:16]}-{__version__}.onnx"
+    out = _cached(src, ".onnx")
     if out.is_file(): return out
     logger.info("engine onnx: exporting %s once, to %s (later runs reuse it)", src, out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +183,8 @@ def engine_speed(model,  # a PyTorch model file
     return {**out, "speedup": out["torch_s"] / out["onnx_s"]}
 
 # %% ../nbs/05_infer.ipynb #b9f61da5
-def _can_run_onnx(cfg, det) -> bool:
-    return (str(det.device).split(":")[0] == "cpu" and cfg.precision in ("auto", "fp32") and Path(cfg.model).suffix.lower() != ".onnx"
+def _can_run_onnx(cfg, device) -> bool:
+    return (str(device).split(":")[0] == "cpu" and cfg.precision in ("auto", "fp32") and Path(cfg.model).suffix.lower() != ".onnx"
             and importlib.util.find_spec("onnxruntime") is not None)
 
 def _weights(det) -> int:
@@ -193,11 +197,12 @@ def _weights(det) -> int:
 def _worth_measuring(det, items: list) -> bool:
     return len(items) * _weights(det) >= AUTO_ENGINE_MIN_WORK
 
-def _speed_file(model) -> Path:
-    return trailnb_home() / "onnx_cache" / f"{model_digest(model)[:16]}-{__version__}-speed.json"
-
 def _speed_key(threads: int, max_dim: int) -> str:
     return f"{cpu_name()} | {threads} thread(s) | {max_dim} px"
+
+def _engine_of(rec: dict) -> tuple[str, str]:
+    "`(engine, why)` by a speed record of `engine_speed`."
+    return ("onnx" if rec["speedup"] >= AUTO_ENGINE_MIN_SPEEDUP else "torch"), f"auto: ONNX Runtime {rec['speedup']:.2f}x torch on this CPU"
 
 def known_onnx(cfg: InferConfig,  # the run's settings
                threads: int,  # torch threads the run will use
@@ -205,18 +210,16 @@ def known_onnx(cfg: InferConfig,  # the run's settings
     """`(export, ONNX detector, why)` where `engine="auto"` already measured ONNX Runtime faster for this model file,
     CPU, thread count and size: the run starts on the cached export without loading the model in torch (seconds for a
     large model). None otherwise: `choose_engine` decides with the torch detector in hand."""
-    if (cfg.engine != "auto" or cfg.precision not in ("auto", "fp32") or Path(cfg.model).suffix.lower() == ".onnx"
-            or get_device(cfg.device).type != "cpu" or importlib.util.find_spec("onnxruntime") is None): return None
+    if cfg.engine != "auto" or not _can_run_onnx(cfg, get_device(cfg.device)): return None
     if not any((trailnb_home() / "onnx_cache").glob("*-speed.json")): return None  # nothing measured: no hashing
-    rec_file = _speed_file(cfg.model)
-    onnx_file = rec_file.with_name(rec_file.name.replace("-speed.json", ".onnx"))
+    rec_file, onnx_file = _cached(cfg.model, "-speed.json"), _cached(cfg.model, ".onnx")
     if not (rec_file.is_file() and onnx_file.is_file()): return None
     recs = json.loads(rec_file.read_text())
-    if not any(r["speedup"] >= AUTO_ENGINE_MIN_SPEEDUP for r in recs.values()): return None
-    det = load_detector(onnx_file, device=cfg.device)  # its size is the model file's
+    if all(_engine_of(r)[0] == "torch" for r in recs.values()): return None
+    det = load_detector(onnx_file, device=cfg.device).optimize_for_inference()  # its size is the model file's
     rec = recs.get(_speed_key(threads, cfg.max_dim or det.max_dim))
-    if rec is None or rec["speedup"] < AUTO_ENGINE_MIN_SPEEDUP: return None
-    return onnx_file, det, f"auto: ONNX Runtime {rec['speedup']:.2f}x torch on this CPU"
+    if rec is None or _engine_of(rec)[0] == "torch": return None
+    return onnx_file, det, _engine_of(rec)[1]
 
 def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch or onnx)
                   det,  # the detector loaded from `cfg.model` (torch)
@@ -225,10 +228,10 @@ def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch 
                   ) -> tuple[str, str]:
     "`(engine, why)`: the engine a run uses. `auto` takes ONNX Runtime on a CPU where it measured faster for this model file, CPU, thread count and size; measured once, cached beside the export in trailnb's home."
     if cfg.engine != "auto": return cfg.engine, ""
-    if not _can_run_onnx(cfg, det): return "torch", ""
+    if not _can_run_onnx(cfg, det.device): return "torch", ""
     cache = trailnb_home() / "onnx_cache"
     if not _worth_measuring(det, items) and not any(cache.glob("*-speed.json")): return "torch", ""  # nothing to look up: no hashing
-    rec_file = _speed_file(cfg.model)
+    rec_file = _cached(cfg.model, "-speed.json")
     recs = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
     key = _speed_key(threads, cfg.max_dim or det.max_dim)
     photos = [it.path for it in items if it.frame is None][:3]
@@ -240,8 +243,7 @@ def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch 
             logger.warning("engine auto: torch (ONNX Runtime could not run this model: %s)", e)
             return "torch", ""
         with atomic_write(rec_file) as f: json.dump(recs, f, indent=1)
-    x = recs[key]["speedup"]
-    return ("onnx" if x >= AUTO_ENGINE_MIN_SPEEDUP else "torch"), f"auto: ONNX Runtime {x:.2f}x torch on this CPU"
+    return _engine_of(recs[key])
 
 # %% ../nbs/05_infer.ipynb #45427ce2
 @dataclass
