@@ -273,7 +273,7 @@ class InferPlan:
     @property
     def compute(self) -> ComputeSplit:
         return self.split or compute_split(self.detector.device, self.cfg.batch_size, self.cfg.workers, self.cfg.threads,
-                                           cpu_batch=self.detector.cpu_batch)
+                                           cpu_batch=getattr(self.detector, "cpu_batch", 1))
 
     def predict_kwargs(self) -> dict:
         "The `iter_predictions` settings of this run."
@@ -351,7 +351,8 @@ def plan_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfi
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     known = known_onnx(cfg, compute_split(cfg.device, cfg.batch_size, cfg.workers, cfg.threads, procs).threads)
     det = known[1] if known else load_detector(model, device=cfg.device).optimize_for_inference()
-    split = compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, procs, det.cpu_batch)
+    cpu_batch = lambda d: getattr(d, "cpu_batch", 1)  # a detector of the interface without `Detector`'s defaults: 1
+    split = compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, procs, cpu_batch(det))
     if cfg.engine == "onnx": split = dataclasses.replace(split, engine=f"ONNX Runtime ({model.name})")
     inference_autocast(det.device, cfg.precision)  # a precision this device cannot run is an error now, not later
     usual = det.usual_thresholds  # the detector's own defaults (MegaDetector's for a MegaDetector)
@@ -366,7 +367,7 @@ def plan_inference(cfg: InferConfig | dict | str | None = None,  # an InferConfi
     if cfg.engine == "auto" and engine == "onnx":
         model = known[0] if known else onnx_engine_model(cfg.model)
         if not known: det = load_detector(model, device=cfg.device).optimize_for_inference()
-        split = dataclasses.replace(compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, procs, det.cpu_batch),
+        split = dataclasses.replace(compute_split(det.device, cfg.batch_size, cfg.workers, cfg.threads, procs, cpu_batch(det)),
                                     engine=f"ONNX Runtime ({model.name}; {why})")
     elif why: split = dataclasses.replace(split, engine=f"torch ({why})")
     sig = _signature(cfg, cfg.max_dim or det.max_dim, det.classes, engine)
