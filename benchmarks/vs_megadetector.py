@@ -145,9 +145,13 @@ def calibrate(model, images: list, size: int, keep: float = 3.0, top: float = 0.
         for x in xs: model(x[None])
     model.eval()
     head = model.model[-1]
+    feats = []  # the feature maps the head reads, caught on their way in (Ultralytics' own forward runs)
+    hook = head.register_forward_pre_hook(lambda m, args: feats.append(list(args[0])))  # a copy: Detect replaces its list items
     with torch.no_grad():  # the class logits themselves (the head's output is their sigmoid, saturated in float32)
-        logits = [torch.cat([seq(f).flatten(2) for seq, f in zip(head.cv3, feats)], 2)[0].amax(0)
-                  for feats in (_head_inputs(model, x[None]) for x in xs)]  # best class logit per anchor, per photo
+        for x in xs: model(x[None])
+    hook.remove()
+    with torch.no_grad():  # best class logit per anchor, per photo
+        logits = [torch.cat([seq(f).flatten(2) for seq, f in zip(head.cv3, fs)], 2)[0].amax(0) for fs in feats]
     ranked = torch.cat(logits).sort(descending=True).values
     best, kth = ranked[0], ranked[int(keep * len(xs))]
     a = float((torch.logit(torch.tensor(top)) - torch.logit(torch.tensor(0.3))) / (best - kth))
@@ -155,16 +159,6 @@ def calibrate(model, images: list, size: int, keep: float = 3.0, top: float = 0.
     with torch.no_grad():
         for seq in head.cv3: seq[-1].weight *= a; seq[-1].bias.mul_(a).add_(b)
     return model
-
-
-def _head_inputs(model, x):
-    "The feature maps the detection head reads, for input x (Ultralytics' own forward, stopped before the head)."
-    y, out = [], []
-    for m in model.model:
-        if m.f != -1: x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-        if m is model.model[-1]: return x
-        x = m(x)
-        y.append(x if m.i in model.save else None)
 
 
 def build_model(path: Path, images: list, size: int) -> Path:

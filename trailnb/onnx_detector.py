@@ -157,10 +157,11 @@ def load_onnx_detector(path,  # an `.onnx` file exported by trailnb
     except ModelError:
         read_onnx_metadata(path)  # not found, empty, truncated, not ONNX: its own words
         raise
-    meta = check_onnx_metadata(path, session.get_modelmeta().custom_metadata_map)
+    props = session.get_modelmeta().custom_metadata_map
+    meta = check_onnx_metadata(path, props)
     if meta["family"] == "ultralytics":
         import_ultralytics()  # its letterbox and NMS run around the graph
-    return ONNXDetector(path, meta, session.get_modelmeta().custom_metadata_map, device, session=session)
+    return ONNXDetector(path, meta, props, device, session=session)
 
 # %% ../nbs/02b_onnx_detector.ipynb #7aa8037f
 @patch
