@@ -51,31 +51,41 @@ Agreement on identical decoded inputs, four random builds (31 photos: --copies o
 | --seed 2 | 180/180 = 100% (466/466) | 180/180 = 100% (466/466) |
 | --seed 3 | 456/456 = 100% (8662/8666) | 456/456 = 100% (8660/8666) |
 
-Both engines clear 99% on every build, so `--engine auto` (the default) now treats a MegaDetector file like any
+Both engines clear 99% on every build, so `--engine auto` (the default) treats a MegaDetector file like any
 other: on a CPU it measures ONNX Runtime against torch once (export included) and takes the faster. Speed at the
-defaults, camtrap31 x3 (93 photos), 640 px, 3 rounds, alternating, each in a new trailnb home (the first trailnb run
-exports the model and measures ONNX Runtime at 1.14x torch on 3 photos; later runs read that record and, since
-`known_onnx`, start on the export without loading the model in torch or importing `onnx`):
+defaults, camtrap31 x3 (93 photos), 640 px, 3 rounds, alternating, the trailnb home kept across the rounds of one
+invocation (the first trailnb run exports the model and measures; later runs read that record and start on the
+export, `known_onnx`). Each round prints how trailnb ran (engine, batch, workers, threads).
 
-| build, round | MegaDetector img/s (CPU s/img) | trailnb img/s (CPU s/img) | trailnb / MegaDetector |
-|---|---|---|---|
-| --seed 2, 1 (trailnb's first run: export + measurement) | 1.86 (0.99) | 2.12 (0.84) | 1.14 |
-| --seed 2, 2 | 1.81 (1.02) | 2.88 (0.65) | **1.60** |
-| --seed 2, 3 | 1.80 (1.02) | 2.77 (0.67) | **1.54** |
-| --seed 0, 1 (first run) | 1.86 (1.00) | 2.00 (0.89) | 1.07 |
-| --seed 0, 2 | 1.89 (0.98) | 2.74 (0.68) | **1.45** |
-| --seed 0, 3 | 1.79 (1.03) | 2.70 (0.69) | **1.51** |
+Measured 2026-12-07 (night), after ONNX Runtime began running two photos side by side on a thread each (the run
+measured ONNX Runtime at 1.25-1.30x torch's channels-last layout, where one photo on two threads measured 1.10-1.16x)
+and an ONNX run stopped importing torchvision; the code before it (83e29d3) in the same hour, for comparison:
 
-Best of 3: 1.55 (CPU per image 1.53x) and 1.45 (1.44x). Before `known_onnx` (the same day, --seed 2): rounds 2-3 at
-1.45 and 1.46. The goal, 1.5x, is met from the second run on in three rounds of four, narrowly, and not by the first
-run. What is left is the network's arithmetic: in a steady trailnb run ONNX Runtime's `run` is 0.306 s of the
-0.337 s per photo (cProfile, 31 photos; decoding 0.012 s), and ONNX Runtime ran this network 1.57x torch's contiguous
-layout (MegaDetector's) and 1.22x torch's channels-last in one process on 12 photos. ONNX Runtime's own settings
-(threads 1/2/default, spinning, memory patterns, denormals as zero) all gave 307-325 ms for one 480x640 photo;
-torch.jit.freeze and optimize_for_inference gave nothing over contiguous torch; a decoding worker nothing (2.97 vs
-2.96-3.02 img/s in one process). bf16 (AMX) or int8 would be faster but change the scores.
-Start-up, 2 photos, the same file (3 runs each): `--engine onnx` 6.1-6.8 s before, 5.1-5.4 s now; `auto` with a
-record 5.1-5.4 s.
+| code, build | round 1 (export + measurement) | round 2 | round 3 | trailnb CPU s/img, rounds 2-3 |
+|---|---|---|---|---|
+| now, --seed 2 | 1.16 | **1.62** | **1.57** | 0.558, 0.542 |
+| now, --seed 0 | 1.09 | **1.61** | 1.22 (the machine slowed: MegaDetector 1.87 img/s, was 2.16) | 0.516, 0.695 |
+| now, --seed 0 again | 1.18 | **1.59** | **1.54** | 0.636, 0.641 |
+| 83e29d3, --seed 2 | 1.15 | 1.49 | 1.39 | 0.592, 0.602 |
+| 83e29d3, --seed 0 | 1.20 | 1.44 | **1.51** | 0.690, 0.691 |
+
+(trailnb / MegaDetector, images/s; MegaDetector ran at 1.67-2.23 img/s as the machine's speed drifted through the
+hour, which is why each row is compared with its own alternating MegaDetector runs.) From the second run on, 5 rounds
+of 6 clear the 1.5x goal (1.54-1.62); the code before cleared it in 1 of 4. The first run does not: exporting
+YOLOv9-c through Ultralytics takes about 6 s and timing both engines about 4 s, a third of a 93-photo run, once per
+model file and machine. What is left is the network's arithmetic: in a steady run ONNX Runtime computes 0.25-0.27 s of
+the ~0.29 s per photo; OpenVINO's fp32 (tried, not kept) took the same 0.24-0.26 s for a 480x640 photo, two streams or
+one. bf16 (AMX) ran 4x faster in OpenVINO but moves scores far beyond MegaDetector's third decimal.
+
+Start-up, 2 photos, a record saying ONNX Runtime, 3 runs alternating: 4.3-4.5 s before, 3.1-3.2 s now (torchvision
+no longer imported: its import pulls in torch._dynamo).
+
+Earlier the same evening (known_onnx, one photo on two threads): --seed 2 rounds 1.14 / 1.60 / 1.54, --seed 0
+1.07 / 1.45 / 1.51, with MegaDetector at 1.79-1.89 img/s. In one process ONNX Runtime ran this network 1.57x torch's
+contiguous layout (MegaDetector's) and 1.22x torch's channels-last; its settings (threads 1/2/default, spinning,
+memory patterns, denormals as zero) all gave 307-325 ms for one 480x640 photo on two threads; torch.jit.freeze and
+optimize_for_inference gave nothing over contiguous torch; a decoding worker nothing (2.97 vs 2.96-3.02 img/s).
+Start-up with `--engine onnx` was 6.1-6.8 s before `known_onnx`, 5.1-5.4 s after.
 On the photos as they are the tools agree for 0/525 boxes: each decodes and resizes its own way (trailnb: JPEG
 draft mode), a random network amplifies a pixel's difference, and with the new calibration no saturated
 full-image boxes agree by accident (2.5-5% before). ONNX Runtime and torch inside trailnb agree there for 186/186.
@@ -197,14 +207,16 @@ def children_cpu() -> float:
 TRAILNB_ARGS: list = []  # more `trailnb infer` arguments (--trailnb-args), for both the timed and the agreement runs
 
 
-def run_trailnb(model: Path, images: Path, out: Path, size: int) -> float:
+def run_trailnb(model: Path, images: Path, out: Path, size: int) -> tuple:
+    "`(wall s, CPU s, how it ran)`: the last from trailnb's summary (engine, batch, workers, threads)."
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "trailnb", "infer", str(model), str(images), "--out", str(out), "--max-dim", str(size),
            "--formats", "md", *TRAILNB_ARGS]
     t0, c0 = time.perf_counter(), children_cpu()
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(CLEAN_ENV, TRAILNB_PROGRESS="off"))
     if r.returncode: sys.exit(f"trailnb failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return time.perf_counter() - t0, children_cpu() - c0
+    how = next((l.split("images/s (", 1)[1].rsplit(");", 1)[0] for l in r.stdout.splitlines() if "images/s (" in l), "")
+    return time.perf_counter() - t0, children_cpu() - c0, how
 
 
 def agreement(a_file: Path, b_file: Path, images: Path, min_score: float, iou: float = 0.9, dscore: float = 0.01) -> dict:
@@ -256,13 +268,13 @@ def time_both(a, model: Path, imgs: Path, work: Path, n: int):
     times, cpu = {"megadetector": [], "trailnb": []}, {"megadetector": [], "trailnb": []}
     for r in range(a.rounds):
         for k, fn, out in (("megadetector", run_md, work / "md.json"), ("trailnb", run_trailnb, work / "tn")):
-            w, c = fn(model, imgs, out, a.size)
+            w, c, *how = fn(model, imgs, out, a.size)
             times[k].append(w)
             cpu[k].append(c)
         ips = {k: n / v[-1] for k, v in times.items()}
         print(f"round {r + 1}: MegaDetector {ips['megadetector']:.2f} img/s ({cpu['megadetector'][-1] / n:.3f} CPU s/img), "
               f"trailnb {ips['trailnb']:.2f} img/s ({cpu['trailnb'][-1] / n:.3f} CPU s/img), "
-              f"trailnb / MegaDetector {ips['trailnb'] / ips['megadetector']:.2f}", flush=True)
+              f"trailnb / MegaDetector {ips['trailnb'] / ips['megadetector']:.2f}\n  trailnb ran {how[0]}", flush=True)
     best = {k: n / min(v) for k, v in times.items()}
     least = {k: min(v) / n for k, v in cpu.items()}
     print(f"best of {a.rounds}: MegaDetector {best['megadetector']:.2f} img/s, trailnb {best['trailnb']:.2f} img/s, "

@@ -294,3 +294,53 @@ def test_auto_engine_weighs_the_run_megadetector_files_too(monkeypatch, tmp_path
     assert ti._worth_measuring(det(big), items[:10])  # 10 photos x 1e8 weights >= 1e9
     yolo_like = types.SimpleNamespace(megadetector=False, device="cpu", yolo=types.SimpleNamespace(model=big))
     assert ti._weights(yolo_like) == 100_010_000
+
+
+def yolo_onnx(syn, tmp_path_factory):
+    "The briefly trained yolo11n (`trained`) exported to ONNX, once per session."
+    if "yolo11n.onnx" not in _TRAINED:
+        from trailnb.export import export_onnx
+        _TRAINED["yolo11n.onnx"] = export_onnx(trained("yolo11n", syn, tmp_path_factory), tmp_path_factory.mktemp("y") / "y.onnx").path
+    return _TRAINED["yolo11n.onnx"]
+
+
+def test_onnx_on_a_cpu_runs_photos_side_by_side_as_each_alone(syn, tmp_path_factory, tmp_path):
+    """On a CPU an ONNX YOLO runs the photos of a call side by side, one per torch thread, each letterboxed alone:
+    the same detections, to the bit, as predicting each photo by itself, in one call of mixed shapes (ONNX Runtime's
+    CPU kernels split a convolution over its outputs, never over a sum, so the thread count does not round
+    differently). The session runs on the run's thread count (`torch.get_num_threads`)."""
+    import torch
+    from PIL import Image
+    from trailnb.core import usable_cores
+    from trailnb.models import load_detector
+    odet = load_detector(yolo_onnx(syn, tmp_path_factory), device="cpu")
+    assert odet.any_shapes and odet.cpu_batch == min(4, usable_cores())
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(f for f in (syn.parent / "images").rglob("*") if f.suffix.lower() in (".jpg", ".png"))[:3]]
+    imgs = photos + [photos[0].transpose(1, 0, 2).copy(), photos[1][:60].copy(), photos[2][:, :100].copy()]  # 4 shapes
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = [odet.predict(im, score_thresh=0.001) for im in imgs]
+        assert odet._cpu_sessions[1].get_session_options().intra_op_num_threads == 1
+        torch.set_num_threads(2)
+        together = odet.predict(imgs, score_thresh=0.001, batch_size=len(imgs))
+    finally: torch.set_num_threads(before)
+    assert sum(len(d) for d in alone) >= 20  # detections to compare (a briefly trained YOLO at a low threshold)
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores) and np.array_equal(a.labels, b.labels)
+
+
+def test_an_onnx_run_does_not_import_torchvision(syn, tmp_path_factory, tmp_path):
+    """`trailnb infer model.onnx` never imports torchvision (a second of every run's start-up): its decoding, the
+    YOLO graph's letterbox and NMS, and the repeated-detection check need only torch. A fresh process, as a user's."""
+    import subprocess, sys
+    code = ("import sys; from trailnb.infer import run_inference; "
+            f"s = run_inference(model={str(yolo_onnx(syn, tmp_path_factory))!r}, input={str(syn.parent / 'images')!r}, "
+            f"out={str(tmp_path / 'out')!r}, formats=('md',), score_thresh=0.001); "
+            "print(s.images, 'torchvision' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, imported = r.stdout.split()[-2:]
+    assert int(n) == 8 and imported == "False"
+    images = json.loads((tmp_path / "out" / "results_md.json").read_text())["images"]
+    assert sum(len(im["detections"]) for im in images) > 0  # it ran the model

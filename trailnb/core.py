@@ -14,8 +14,8 @@ from tqdm import tqdm as _tqdm
 
 # %% auto #0
 __all__ = ['logger', 'IMAGE_EXTS', 'PRECISIONS', 'TrailnbError', 'DataError', 'ModelError', 'ConfigError', 'trailnb_home',
-           'sample_data_dir', 'get_device', 'cpu_has_bf16', 'inference_autocast', 'seed_everything', 'atomic_write',
-           'json_default', 'write_json', 'read_json', 'write_json_stream', 'in_notebook', 'LogProgress',
+           'sample_data_dir', 'get_device', 'usable_cores', 'cpu_has_bf16', 'inference_autocast', 'seed_everything',
+           'atomic_write', 'json_default', 'write_json', 'read_json', 'write_json_stream', 'in_notebook', 'LogProgress',
            'progress_mode', 'progress_bar', 'Detections', 'class_color', 'draw_boxes', 'config_docs', 'field_default',
            'changed_fields', 'load_settings', 'load_config', 'config_to_dict', 'CommandParser', 'flag_help',
            'add_config_args', 'args_settings', 'config_from_args']
@@ -81,6 +81,12 @@ def get_device(device="auto"):
                           "use device='auto' or 'cpu'.")
     try: return torch.device(device)
     except RuntimeError as e: raise ConfigError(f"Unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps.") from e
+
+# %% ../nbs/00_core.ipynb #b621b361
+def usable_cores() -> int:
+    "The cores this process may run on (`os.sched_getaffinity`; `os.cpu_count` where the OS has no affinity)."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
 
 # %% ../nbs/00_core.ipynb #5eac5bd9
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

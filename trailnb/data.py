@@ -15,10 +15,10 @@ from .core import IMAGE_EXTS, DataError, atomic_write, draw_boxes, logger, progr
 from .camtrap_dp import is_camtrap_dp, locate_media, package_labels, read_camtrap_dp, to_pixels
 
 # %% auto #0
-__all__ = ['Problem', 'ImageRecord', 'DetectionDataset', 'image_size', 'decode_image', 'load_image', 'strip_ls_prefix',
-           'ImageResolver', 'load_coco', 'coco_dict', 'save_coco', 'load_yolo', 'save_yolo', 'load_voc',
-           'load_camtrap_dp', 'load_dataset', 'dataset_stats', 'ValidationReport', 'validate_dataset', 'check_data',
-           'show_samples', 'capture_time', 'sequences', 'sequence_ids', 'split_random', 'split_by_folder',
+__all__ = ['Problem', 'ImageRecord', 'DetectionDataset', 'image_size', 'decode_image', 'load_image', 'image_tensor',
+           'strip_ls_prefix', 'ImageResolver', 'load_coco', 'coco_dict', 'save_coco', 'load_yolo', 'save_yolo',
+           'load_voc', 'load_camtrap_dp', 'load_dataset', 'dataset_stats', 'ValidationReport', 'validate_dataset',
+           'check_data', 'show_samples', 'capture_time', 'sequences', 'sequence_ids', 'split_random', 'split_by_folder',
            'split_by_sequence']
 
 # %% ../nbs/01_data.ipynb #9ac8f13b
@@ -200,6 +200,15 @@ def load_image(path, # an image file (JPEG, PNG, TIFF, ...)
     "Decode `path` to an RGB PIL image, EXIF-oriented, its longer side at most `max_dim`; returns `(image, scale)`."
     im, s, _ = decode_image(path, max_dim)
     return im, s
+
+# %% ../nbs/01_data.ipynb #c0f1dfd5
+def image_tensor(im: Image.Image, # an RGB (or single-band) PIL image, e.g. from `decode_image`
+                ):
+    """Its pixels as a uint8 CHW tensor, as torchvision's `pil_to_tensor` gives them, without importing torchvision
+    (a second at start-up that a run on an ONNX model never needs otherwise)."""
+    import torch
+    a = np.array(im, copy=True)
+    return torch.from_numpy(a.reshape(a.shape[0], a.shape[1], -1)).permute(2, 0, 1)
 
 # %% ../nbs/01_data.ipynb #d9322c32
 _LS_HASH = re.compile(r"^[0-9a-f]{8}-", re.I)

@@ -146,7 +146,7 @@ def onnx_engine_model(model,  # a PyTorch model file (trailnb checkpoint, Ultral
     return out
 
 # %% ../nbs/05_infer.ipynb #fd7ac944
-AUTO_ENGINE_MIN_WORK = 1e9  # `engine="auto"` measures ONNX Runtime against torch for runs of at least this many photos x model weights: 300 photos of a YOLOv8n (3.2 M), 40 of a YOLOv9-c (25 M), 8 of a 140 M one (an export and ~15 timed photos, repaid within about that many)
+AUTO_ENGINE_MIN_WORK = 1e9  # `engine="auto"` measures ONNX Runtime against torch for runs of at least this many photos x model weights: 300 photos of a YOLOv8n (3.2 M), 40 of a YOLOv9-c (25 M), 8 of a 140 M one (an export and ~10 timed photos, repaid within about that many)
 AUTO_ENGINE_MIN_SPEEDUP = 1.1  # and takes it where it ran at least this much faster
 
 # %% ../nbs/05_infer.ipynb #9d768f60
@@ -163,22 +163,22 @@ def engine_speed(model,  # a PyTorch model file
                  onnx_file,  # its ONNX export
                  images: list,  # photos to time on (paths or arrays), at least one
                  threads: int,  # torch threads, as the run will use
-                 n: int = 3,  # at most this many photos, each timed twice after a warm-up
+                 n: int = 4,  # at most this many photos, timed once after a warm-up call
+                 torch_det=None,  # `model` already loaded for inference on the CPU (the run's): not loaded again
                  ) -> dict:
-    "`{torch_s, onnx_s, speedup}`: median seconds per photo of a model file in torch and of its ONNX export, on this CPU."
+    """`{torch_s, onnx_s, speedup}`: seconds per photo of a model file in torch and of its ONNX export on this CPU, each
+    run as a run runs it: `cpu_batch` photos a call (ONNX Runtime: side by side)."""
     import torch
-    dets = {"torch": load_detector(model, device="cpu").optimize_for_inference(), "onnx": load_detector(onnx_file, device="cpu")}
-    before, out = torch.get_num_threads(), {}
+    dets = {"torch": torch_det or load_detector(model, device="cpu").optimize_for_inference(), "onnx": load_detector(onnx_file, device="cpu")}
+    before, out, images = torch.get_num_threads(), {}, list(images[:n])
     torch.set_num_threads(int(threads))
     try:
         for k, det in dets.items():
-            det.predict(images[0])  # warm-up: first calls plan kernels and allocate
-            ts = []
-            for img in list(images[:n]) * 2:
-                t = time.perf_counter()
-                det.predict(img)
-                ts.append(time.perf_counter() - t)
-            out[f"{k}_s"] = float(np.median(ts))
+            b = max(1, int(getattr(det, "cpu_batch", 1)))
+            det.predict(images[:b], batch_size=b)  # warm-up: first calls plan kernels and allocate
+            t = time.perf_counter()
+            for i in range(0, len(images), b): det.predict(images[i:i + b], batch_size=b)
+            out[f"{k}_s"] = (time.perf_counter() - t) / len(images)
     finally: torch.set_num_threads(before)
     return {**out, "speedup": out["torch_s"] / out["onnx_s"]}
 
@@ -234,11 +234,11 @@ def choose_engine(cfg: InferConfig,  # the run's settings (`engine` auto, torch 
     rec_file = _cached(cfg.model, "-speed.json")
     recs = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
     key = _speed_key(threads, cfg.max_dim or det.max_dim)
-    photos = [it.path for it in items if it.frame is None][:3]
+    photos = [it.path for it in items if it.frame is None][:4]
     if key not in recs:
         if not _worth_measuring(det, items) or not photos: return "torch", ""
         logger.info("engine auto: measuring ONNX Runtime against torch for %s on this CPU (once)", Path(cfg.model).name)
-        try: recs[key] = engine_speed(cfg.model, onnx_engine_model(cfg.model), photos, threads)
+        try: recs[key] = engine_speed(cfg.model, onnx_engine_model(cfg.model), photos, threads, torch_det=det)
         except TrailnbError as e:
             logger.warning("engine auto: torch (ONNX Runtime could not run this model: %s)", e)
             return "torch", ""

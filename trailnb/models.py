@@ -12,13 +12,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-import torchvision
-from torchvision.models import detection as tvdet
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import patch
 import trailnb
 from .core import ConfigError, DataError, Detections, ModelError, atomic_write, config_to_dict, get_device, logger
@@ -49,6 +42,7 @@ class Detector:
     resume_checkpoint = None  # a family trainer's reader of its own state files, (run_dir, path) -> dict | None, or its path
     family_license = None  # the licence of the family's models when a file states none
     cpu_batch = 1  # images per model call on a CPU when the run gives none: batching buys a large network nothing there and costs the exactness of its results (`compute_split`)
+    any_shapes = False  # whether one call may mix image shapes (a detector that feeds each image alone); else calls hold one shape
 
     def __init__(self, arch: str, classes, max_dim: int = 640, device="auto", build_kwargs: dict | None = None):
         self.arch, self.classes, self.max_dim = arch, list(classes), int(max_dim)
@@ -95,6 +89,7 @@ class Detector:
 # %% ../nbs/02_models.ipynb #c7baf8fa
 def _prepare_float(t: torch.Tensor, max_dim: int) -> tuple[torch.Tensor, float]:
     "A float CHW tensor shrunk so its longer side is at most `max_dim`, and the scale (new / original)."
+    from torchvision.transforms.v2 import functional as TF  # why: torchvision takes a second to import; an ONNX run never needs it
     h, w = t.shape[-2:]
     scale = min(1.0, max_dim / max(h, w))
     if scale < 1.0: t = TF.resize(t, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
@@ -103,6 +98,7 @@ def _prepare_float(t: torch.Tensor, max_dim: int) -> tuple[torch.Tensor, float]:
 @patch
 def _prepare(self: Detector, image) -> tuple[torch.Tensor, float]:
     "One input → (float CHW tensor in [0, 1] with longer side at most `max_dim`, scale = new / original)."
+    from torchvision.transforms.v2 import functional as TF  # why: as `_prepare_float`
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise DataError(f"A tensor image must be CHW with 1 or 3 channels, got shape {tuple(image.shape)}.")
@@ -126,7 +122,7 @@ def predict(self: Detector, images,  # a path, PIL image, HWC array or CHW tenso
     for i in range(0, len(items), batch_size):
         prepared = {i + j: self._prepare(x) for j, x in enumerate(items[i:i + batch_size])}
         shapes = {}  # a batch holds one shape: no image is padded to a canvas its neighbours decide
-        for k, (t, _) in prepared.items(): shapes.setdefault(tuple(t.shape), []).append(k)
+        for k, (t, _) in prepared.items(): shapes.setdefault(None if self.any_shapes else tuple(t.shape), []).append(k)
         for ks in shapes.values():
             dets = self.predict_tensors([prepared[k][0] for k in ks], [prepared[k][1] for k in ks], score_thresh)
             for k, d in zip(ks, dets): out[k] = d
@@ -243,6 +239,7 @@ class TorchvisionDetector(Detector):
 def _tv_builder(fn_name: str, fixed_size: bool = False):
     "The builder of torchvision's detection model `fn_name` (SSDs have a fixed input size)."
     def build(num_classes, max_dim, pretrained_backbone=False, **kw):
+        from torchvision.models import detection as tvdet  # why: torchvision only where its models are built
         fn = getattr(tvdet, fn_name)
         wb = "DEFAULT" if pretrained_backbone else None
         if not fixed_size: kw = {"min_size": max_dim, "max_size": max_dim, **kw}
@@ -268,6 +265,7 @@ _CUSTOM_BACKBONES: dict[str, Callable] = {}
 
 def list_backbones() -> list[str]:
     "torchvision classification models that `fasterrcnn_<name>` accepts, plus registered custom backbones."
+    import torchvision
     tv = [m for m in torchvision.models.list_models(module=torchvision.models) if m.startswith(_BACKBONE_PREFIXES)]
     return sorted(tv) + sorted(_CUSTOM_BACKBONES)
 
@@ -285,6 +283,7 @@ def register_backbone(name: str,  # the backbone's name; the architecture become
 # %% ../nbs/02_models.ipynb #cb54f3dd
 def _freeze_batchnorm(module: nn.Module) -> nn.Module:
     "Replace every `BatchNorm2d` by a `FrozenBatchNorm2d` with the same statistics (for pretrained weights)."
+    from torchvision.ops import FrozenBatchNorm2d
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             fbn = FrozenBatchNorm2d(child.num_features, eps=child.eps)
@@ -296,6 +295,10 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
 
 def _classifier_fpn(name: str, pretrained: bool) -> nn.Module:
     "An FPN backbone on the `features` of torchvision classifier `name` (stride 8, 16, 32 levels + max-pool)."
+    import torchvision
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+    from torchvision.ops import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
     if name.startswith(("resnet", "resnext", "wide_resnet")):
         return resnet_fpn_backbone(backbone_name=name, weights="DEFAULT" if pretrained else None,
                                    norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
@@ -324,6 +327,9 @@ def _classifier_fpn(name: str, pretrained: bool) -> nn.Module:
 # %% ../nbs/02_models.ipynb #e53b50f4
 def _fasterrcnn_on(backbone: nn.Module, num_classes: int, max_dim: int, anchor_sizes=None, **kw) -> nn.Module:
     "Faster R-CNN on `backbone`, with one anchor size per feature level (8 × its stride unless `anchor_sizes`)."
+    from torchvision.models import detection as tvdet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
     was = backbone.training
     backbone.eval()
     with torch.no_grad(): feats = backbone(torch.zeros(1, 3, 128, 128))
@@ -413,6 +419,7 @@ def _coco_state_dict(spec: ArchSpec) -> dict:
     if spec.name not in _TV_MODELS:
         raise ModelError(f"{spec.name} has no COCO-pretrained weights in torchvision; use weights='imagenet' "
                          "(backbone only), a local file, or None.")
+    import torchvision
     w = torchvision.models.get_model_weights(spec.name).COCO_V1
     with download_guard(f"torchvision's COCO weights for {spec.name}", w.url):
         return w.get_state_dict(progress=False, check_hash=True)
@@ -461,6 +468,8 @@ def plain_data(obj):
     return json.loads(json.dumps(obj, default=default))
 
 def library_versions() -> dict:
+    "The versions a checkpoint records."
+    import torchvision
     return {"trailnb": str(trailnb.__version__), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 @patch
@@ -490,6 +499,7 @@ def save(self: Detector, path,  # the checkpoint file to write (atomically), e.g
 @patch
 def _weights_payload(self: TorchvisionDetector):
     "The weights, and whether batch norms are frozen (the model is rebuilt the same way)."
+    from torchvision.ops import FrozenBatchNorm2d
     frozen = any(isinstance(m, FrozenBatchNorm2d) for m in self.model.modules())
     return {"frozen_bn": frozen, "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
 
@@ -763,6 +773,7 @@ def torchvision_arch_of(state: dict,  # a torchvision detection state_dict
 # %% ../nbs/02_models.ipynb #5de6fac3
 def _coco_names(arch: str) -> list[str]:
     "torchvision's COCO category names (91 ids, 0 = background) as 90 classes; unused ids are named `unused<id>`."
+    import torchvision
     cats = getattr(torchvision.models.get_model_weights(arch), "COCO_V1").meta["categories"]
     return [c if c != "N/A" else f"unused{i}" for i, c in enumerate(cats)][1:]
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
 from .core import (IMAGE_EXTS, progress_bar, ConfigError, DataError, Detections, json_default, atomic_write,
-                          get_device, inference_autocast, logger)
-from .data import decode_image
+                          get_device, inference_autocast, logger, usable_cores)
+from .data import decode_image, image_tensor
 from .results import VIDEO_EXTS, ImageResult, frame_file, is_video
 from .tiles import decode_tiles, merge_views, parse_tiles, tile_size, tile_views
 
 # %% auto #0
 __all__ = ['find_inputs', 'InferItem', 'video_frames', 'expand_items', 'InferDataset', 'collate_list', 'shape_batches',
-           'usable_cores', 'ComputeSplit', 'compute_split', 'iter_predictions', 'dataset_items', 'predict_paths',
-           'ResultsLog', 'merge_shards']
+           'ComputeSplit', 'compute_split', 'iter_predictions', 'dataset_items', 'predict_paths', 'ResultsLog',
+           'merge_shards']
 
 # %% ../nbs/04a_predict.ipynb #416bc3e4
 def _is_input(p: Path) -> bool: return p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS
@@ -143,11 +143,10 @@ class InferDataset:
         return it.path
 
     def __getitem__(self, i: int) -> dict:
-        from torchvision.transforms.v2.functional import pil_to_tensor  # (torchvision: imported on the first decode)
         try:
             src = self._source(self.items[i])
             img, s, (w, h) = decode_image(src, max_dim=self.max_dim)  # a truncated file is a failure
-            d = {"i": i, "img": pil_to_tensor(img), "scale": float(s), "w": w, "h": h, "failure": None}
+            d = {"i": i, "img": image_tensor(img), "scale": float(s), "w": w, "h": h, "failure": None}
             dim = self.max_dim or max(w, h)
             t = tile_size(w, h, dim, self.tiles) if self.tiles else None
             return {**d, **decode_tiles(src, w, h, t, dim, self.tile_overlap)} if t else d
@@ -167,12 +166,6 @@ def shape_batches(chunk: list[dict],  # decoded items (`InferDataset` dicts), in
     groups = {}
     for d in chunk: groups.setdefault(None if d["failure"] is not None else tuple(d["img"].shape), []).append(d)
     return list(groups.values())
-
-# %% ../nbs/04a_predict.ipynb #b621b361
-def usable_cores() -> int:
-    "The cores this process may run on (`os.sched_getaffinity`; `os.cpu_count` where the OS has no affinity)."
-    try: return len(os.sched_getaffinity(0))
-    except AttributeError: return os.cpu_count() or 1
 
 # %% ../nbs/04a_predict.ipynb #69d138c4
 @dataclass
@@ -231,12 +224,12 @@ def _item_result(b: dict, it: InferItem, dets: list, tiles: list, score_thresh: 
     return ImageResult(it.file, b["w"], b["h"], d, **kw)
 
 def _chunk_results(detector, chunk: list[dict], items: list[InferItem], dev, amp, score_thresh: float, batch_size: int) -> dict:
-    "`{i: ImageResult}` of a decoded chunk: whole images and tiles in model calls of one shape and at most `batch_size`."
+    "`{i: ImageResult}` of a decoded chunk: whole images and tiles in model calls of at most `batch_size`, of one shape unless the detector takes any (`any_shapes`)."
     tiles = {b["i"]: tile_views(b) for b in chunk if "tiles" in b}
     views = [b for b in chunk if b["failure"] is None] + [v for t in tiles.values() for v in t]
     for k, v in enumerate(views): v["k"] = k
     dets = [None] * len(views)
-    for batch in shape_batches(views):
+    for batch in ([views] if getattr(detector, "any_shapes", False) else shape_batches(views)):
         for j in range(0, len(batch), batch_size):
             part = batch[j:j + batch_size]
             for v, d in zip(part, _model_call(detector, part, dev, amp, score_thresh)): dets[v["k"]] = d

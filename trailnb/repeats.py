@@ -66,10 +66,13 @@ def recurring(boxes: np.ndarray,  # (N, 4) pixel xyxy boxes of one folder
               ) -> tuple[np.ndarray, np.ndarray]:
     "`(flagged, pairs)`: which boxes recur in `need` sources, and the (i, j) pairs of boxes at the same place."
     import torch
-    from torchvision.ops import box_iou
     B, pairs = torch.as_tensor(np.asarray(boxes, np.float32)), []
+    area = (B[:, 2] - B[:, 0]) * (B[:, 3] - B[:, 1])
     for s in range(0, len(B), 2048):  # chunks keep the IoU matrix small
-        ii, jj = torch.nonzero(box_iou(B[s:s + 2048], B) >= iou, as_tuple=True)
+        a = B[s:s + 2048]  # IoU as torchvision's `box_iou` computes it, without importing torchvision (a second)
+        wh = (torch.min(a[:, None, 2:], B[:, 2:]) - torch.max(a[:, None, :2], B[:, :2])).clamp(min=0)
+        inter = wh[..., 0] * wh[..., 1]
+        ii, jj = torch.nonzero(inter / (area[s:s + 2048, None] + area - inter) >= iou, as_tuple=True)
         pairs.append(np.stack([ii.numpy() + s, jj.numpy()], 1))
     pairs = np.concatenate(pairs)
     u = np.unique(pairs[:, 0] * n_sources + source[pairs[:, 1]])  # (box, other source) pairs, each once

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools, math
 import numpy as np
 from .core import ConfigError, Detections
-from .data import decode_image
+from .data import decode_image, image_tensor
 
 # %% auto #0
 __all__ = ['AUTO_FACTOR', 'parse_tiles', 'tile_size', 'tile_rule', 'tile_grid', 'decode_tiles', 'tile_views', 'to_original',
@@ -69,10 +69,9 @@ def decode_tiles(src,  # what `decode_image` takes: a file path, a PIL image or 
                  overlap: float = 0.2,  # least overlap of neighbouring tiles
                  ) -> dict:
     "The tile source of an image: `tile_src` (uint8 CHW tensor), its `tile_scale` and `tiles` (xyxy in its pixels)."
-    from torchvision.transforms.v2.functional import pil_to_tensor  # (torchvision: imported on the first decode)
     s = min(1.0, max_dim / tile)
     im, s, _ = decode_image(src, round(max(w, h) * s) if s < 1 else None)
-    return {"tile_src": pil_to_tensor(im), "tile_scale": float(s), "tiles": tile_grid(im.width, im.height, round(tile * s), overlap)}
+    return {"tile_src": image_tensor(im), "tile_scale": float(s), "tiles": tile_grid(im.width, im.height, round(tile * s), overlap)}
 
 def tile_views(d: dict,  # a decoded item with `decode_tiles`' keys
                ) -> list[dict]:
