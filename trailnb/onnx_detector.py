@@ -110,6 +110,10 @@ def onnx_session(model, providers, path,
         raise ModelError(f"ONNX Runtime cannot load {path} ({type(e).__name__}: {str(e)[:300]}); it may need a newer "
                          "onnxruntime, or be damaged: export it again.") from None
 
+def _run_threads(providers) -> int:
+    "The intra-op threads of a detector's session: torch's count (a run sets it) on the CPU alone, else ONNX Runtime's default."
+    return torch.get_num_threads() if providers == ["CPUExecutionProvider"] else 0
+
 # %% ../nbs/02b_onnx_detector.ipynb #89120a1b
 class ONNXDetector(Detector):
     "An exported trailnb model run by ONNX Runtime, behind the `Detector` interface."
@@ -124,7 +128,7 @@ class ONNXDetector(Detector):
         self.megadetector = bool(meta.get("megadetector", False))  # keeps MegaDetector's usual thresholds
         if self.megadetector: self.nms_iou = MEGADETECTOR_NMS_IOU  # and its own NMS rule
         self.whole_pixels = self.megadetector and self.source_family == "ultralytics"  # and its whole-pixel boxes, as `decide_as_megadetector`
-        self._use(session or onnx_session(self.path, providers, path, torch.get_num_threads() if dev.type == "cpu" else 0))
+        self._use(session or onnx_session(self.path, providers, path, _run_threads(providers)))
         self.input_name = self.session.get_inputs()[0].name
         self.stride = int(float(props.get("stride", 32)))
         self.weights_source = str(self.path)
@@ -152,7 +156,7 @@ class ONNXDetector(Detector):
         providers, dev = onnx_providers(device)
         if dev != self.device:
             self.device = dev
-            self._use(onnx_session(self.path, providers, self.path, torch.get_num_threads() if dev.type == "cpu" else 0))
+            self._use(onnx_session(self.path, providers, self.path, _run_threads(providers)))
         return self
     def eval(self): return self
     def optimize_for_inference(self) -> Detector:
@@ -175,7 +179,7 @@ def load_onnx_detector(path,  # an `.onnx` file exported by trailnb
     except ImportError: require_onnx()  # says how to install it
     path = Path(path)
     providers, _ = onnx_providers(device)
-    try: session = onnx_session(path, providers, path, torch.get_num_threads() if providers == ["CPUExecutionProvider"] else 0)
+    try: session = onnx_session(path, providers, path, _run_threads(providers))
     except ModelError:
         read_onnx_metadata(path)  # not found, empty, truncated, not ONNX: its own words
         raise
